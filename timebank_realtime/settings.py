@@ -1,0 +1,62 @@
+"""Typed settings, read from the environment (and an optional .env file) once, at the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("timebank-realtime"))
+
+
+class Settings(BaseSettings):
+    """Every setting is documented in .env.example; keep the two in step."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      frozen=True)
+
+    database_url: str | None = None
+    timebank_data_dir: Path = Field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=0, le=65535)
+
+    chainhook_webhook_secret: SecretStr | None = None
+    max_payload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_startup_retry_seconds: float = Field(default=30.0, ge=0)
+
+    tailer_poll_seconds: float = Field(default=1.0, gt=0)
+    tailer_batch_size: int = Field(default=500, ge=1, le=10_000)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("chainhook_webhook_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        return self.timebank_data_dir / "postgres"

@@ -1,0 +1,192 @@
+"""Socket subscriptions: parsing and validating filters, and an index that finds who gets an event.
+
+Pure, in-memory code. A filter is an AND of fields, each field a set of accepted values (an empty
+set means "any"); a socket's subscriptions are OR-ed. Each subscription is indexed under the values
+of its most selective field, so an event looks up only the few candidates that could match it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .normalize import EVENT_TYPES
+from .principals import InvalidPrincipal, validate_contract_id, validate_principal
+
+MAX_VALUES_PER_FIELD = 100
+_TX_HASH = re.compile(r"^0x[0-9a-f]{64}$")
+# Most selective first: the index key of a filter is the first of these it names.
+FIELDS = ("tx_hash", "contract", "address", "event_type")
+# Forms sent by existing Time Bank clients: {"type": ..., <field>: value}.
+_LEGACY_FORMS = {"contract": ("contractId", "contract"), "user": ("address", "address"),
+                 "event-type": ("eventType", "event_type")}
+_RESERVED_KEYS = {"since"}
+
+
+class FilterError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    tx_hash: frozenset[str] = frozenset()
+    contract: frozenset[str] = frozenset()
+    address: frozenset[str] = frozenset()
+    event_type: frozenset[str] = frozenset()
+
+    def values(self, name: str) -> frozenset[str]:
+        values: frozenset[str] = getattr(self, name)
+        return values
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        if self.tx_hash and event["tx_hash"] not in self.tx_hash:
+            return False
+        if self.contract and event["contract_id"] not in self.contract:
+            return False
+        if self.event_type and event["event_type"] not in self.event_type:
+            return False
+        return not self.address or not self.address.isdisjoint(event["affected_addresses"])
+
+    def describe(self) -> dict[str, list[str]]:
+        return {name: sorted(self.values(name)) for name in FIELDS if self.values(name)}
+
+
+def _as_values(name: str, raw: Any) -> list[str]:
+    values = raw if isinstance(raw, list) else [raw]
+    if not values:
+        raise FilterError("invalid_filter", f"{name} needs at least one value")
+    if len(values) > MAX_VALUES_PER_FIELD:
+        raise FilterError("too_many_values", f"{name} takes at most {MAX_VALUES_PER_FIELD} values")
+    if not all(isinstance(v, str) for v in values):
+        raise FilterError("invalid_filter", f"{name} values must be strings")
+    return values
+
+
+def _validate(name: str, value: str) -> str:
+    try:
+        if name == "contract":
+            return validate_contract_id(value)
+        if name == "address":
+            return validate_principal(value)
+    except InvalidPrincipal as error:
+        raise FilterError(f"invalid_{name}", str(error)) from None
+    if name == "event_type":
+        if value not in EVENT_TYPES:
+            raise FilterError("invalid_event_type",
+                              f"{value!r} is not an event type; known types: {', '.join(EVENT_TYPES)}")
+        return value
+    normalized = value.lower()
+    if not _TX_HASH.match(normalized):
+        raise FilterError("invalid_tx_hash", f"{value!r} is not a 0x-prefixed 32-byte hex transaction hash")
+    return normalized
+
+
+def _fields_of(raw: Mapping[str, Any]) -> dict[str, Any]:
+    if "type" not in raw:
+        return {k: v for k, v in raw.items() if k not in _RESERVED_KEYS}
+    form = _LEGACY_FORMS.get(raw["type"]) if isinstance(raw["type"], str) else None
+    if form is None:
+        raise FilterError("invalid_filter", f"unknown subscription type {raw['type']!r}; "
+                          f"known: {', '.join(_LEGACY_FORMS)}")
+    legacy_key, name = form
+    if legacy_key not in raw:
+        raise FilterError("invalid_filter", f"a {raw['type']!r} subscription needs {legacy_key!r}")
+    return {name: raw[legacy_key]}
+
+
+def parse_filter(raw: Any) -> Filter:
+    """Validate a client's subscribe payload into a Filter, or raise FilterError with a code."""
+    if not isinstance(raw, Mapping):
+        raise FilterError("invalid_filter", "subscribe takes an object, e.g. {\"contract\": \"SP….name\"}")
+    since = raw.get("since", "now")
+    if since != "now":
+        raise FilterError("unsupported", "replay from a cursor (since) is not available on this server; "
+                          "omit since or send \"now\"")
+    fields = _fields_of(raw)
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise FilterError("invalid_filter", f"unknown filter field(s) {unknown}; known: {list(FIELDS)}")
+    parsed = {name: frozenset(_validate(name, v) for v in _as_values(name, raw_values))
+              for name, raw_values in fields.items()}
+    return Filter(**parsed)
+
+
+Key = tuple[str, str]  # (socket id, subscription id)
+
+
+@dataclass(slots=True)
+class SubscriptionRegistry:
+    _by_socket: dict[str, dict[str, Filter]] = field(default_factory=dict)
+    _index: dict[tuple[str, str], set[Key]] = field(default_factory=dict)
+    _firehose: set[Key] = field(default_factory=set)
+    _ids: Iterable[int] = field(default_factory=lambda: itertools.count(1))
+
+    def add(self, sid: str, subscription: Filter) -> str:
+        sub_id = f"sub-{next(iter(self._ids))}"
+        self._by_socket.setdefault(sid, {})[sub_id] = subscription
+        for index_key in self._index_keys(subscription):
+            self._index.setdefault(index_key, set()).add((sid, sub_id))
+        if not self._index_keys(subscription):
+            self._firehose.add((sid, sub_id))
+        return sub_id
+
+    def remove(self, sid: str, sub_id: str) -> bool:
+        subscription = self._by_socket.get(sid, {}).pop(sub_id, None)
+        if subscription is None:
+            return False
+        for index_key in self._index_keys(subscription):
+            holders = self._index.get(index_key)
+            if holders is not None:
+                holders.discard((sid, sub_id))
+                if not holders:
+                    del self._index[index_key]
+        self._firehose.discard((sid, sub_id))
+        if not self._by_socket[sid]:
+            del self._by_socket[sid]
+        return True
+
+    def drop_socket(self, sid: str) -> int:
+        sub_ids = list(self._by_socket.get(sid, {}))
+        for sub_id in sub_ids:
+            self.remove(sid, sub_id)
+        return len(sub_ids)
+
+    def subscriptions_of(self, sid: str) -> dict[str, Filter]:
+        return dict(self._by_socket.get(sid, {}))
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(subs) for subs in self._by_socket.values())
+
+    def audience(self, event: Mapping[str, Any]) -> set[str]:
+        """Socket ids with at least one subscription matching the event (each socket once)."""
+        sids: set[str] = set()
+        for candidates in self._candidate_sets(event):
+            for sid, sub_id in candidates:
+                if sid not in sids and self._by_socket[sid][sub_id].matches(event):
+                    sids.add(sid)
+        return sids
+
+    def _candidate_sets(self, event: Mapping[str, Any]) -> Iterable[set[Key]]:
+        lookups = [("tx_hash", event["tx_hash"]), ("contract", event["contract_id"]),
+                   ("event_type", event["event_type"])]
+        lookups += [("address", address) for address in event["affected_addresses"]]
+        yield self._firehose
+        for lookup in lookups:
+            found = self._index.get(lookup)
+            if found:
+                yield found
+
+    @staticmethod
+    def _index_keys(subscription: Filter) -> list[tuple[str, str]]:
+        for name in FIELDS:
+            values = subscription.values(name)
+            if values:
+                return [(name, value) for value in values]
+        return []

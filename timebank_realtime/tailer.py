@@ -1,0 +1,106 @@
+"""Follows the change log and hands each change, in cursor order, to the publisher.
+
+One tailer per server process. It LISTENs for the NOTIFY each delivery sends at commit, and also
+re-reads the log every ``poll_seconds``, so a notification lost with a dropped connection delays
+a change by at most that long and never loses it. On any database failure it reconnects with
+backoff and resumes from the last cursor it published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+
+from .errors import DatabaseUnavailable
+from .store import EventStore, listen
+
+logger = logging.getLogger(__name__)
+
+Publish = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+class Tailer:
+    def __init__(self, store: EventStore, dsn: str, publish: Publish, *, start_cursor: int,
+                 poll_seconds: float, batch_size: int, connect_timeout: float) -> None:
+        self._store = store
+        self._dsn = dsn
+        self._publish = publish
+        self._cursor = start_cursor
+        self._poll_seconds = poll_seconds
+        self._batch_size = batch_size
+        self._connect_timeout = connect_timeout
+        self._wake = asyncio.Event()
+        self._listening = False
+        self.last_change_monotonic: float | None = None
+
+    @property
+    def cursor(self) -> int:
+        """The last cursor handed to the publisher."""
+        return self._cursor
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    async def run(self) -> None:
+        """Run until cancelled; never returns on database trouble, only logs and reconnects."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            before_sleep=self._log_failure,
+        ):
+            with attempt:
+                await self._follow()
+
+    async def _follow(self) -> None:
+        conn = await listen(self._dsn, self._on_notify, connect_timeout=self._connect_timeout)
+        lost = asyncio.Event()
+
+        def on_terminated(_conn: object) -> None:
+            lost.set()
+            self._wake.set()
+
+        conn.add_termination_listener(on_terminated)
+        self._listening = True
+        logger.info("tailer listening from cursor %d", self._cursor)
+        try:
+            while True:
+                # Catch up first: changes committed while we were not listening are in the log.
+                await self._catch_up()
+                if lost.is_set() or conn.is_closed():
+                    raise DatabaseUnavailable("the LISTEN connection closed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+                self._wake.clear()
+        finally:
+            self._listening = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=1)
+
+    def _log_failure(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, DatabaseUnavailable):
+            logger.warning("tailer lost the database (%s); reconnecting from cursor %d", error, self._cursor)
+        else:
+            logger.error("tailer failed at cursor %d; restarting", self._cursor, exc_info=error)
+
+    def _on_notify(self, _payload: str) -> None:
+        self._wake.set()
+
+    async def _catch_up(self) -> None:
+        while True:
+            records = await self._store.changes_after(self._cursor, self._batch_size)
+            if not records:
+                return
+            await self._publish(records)
+            self._cursor = records[-1]["cursor"]
+            self.last_change_monotonic = time.monotonic()
+            if len(records) < self._batch_size:
+                return
+
