@@ -37,6 +37,8 @@ class RealtimeHub:
             cors_allowed_origins=origins,
             # Filters are small; a client sending megabytes is misbehaving.
             max_http_buffer_size=64 * 1024,
+            ping_interval=settings.socket_ping_interval_seconds,
+            ping_timeout=settings.socket_ping_timeout_seconds,
             logger=False,
             engineio_logger=False,
         )

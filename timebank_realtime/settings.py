@@ -30,6 +30,9 @@ class Settings(BaseSettings):
 
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    socket_ping_interval_seconds: float = Field(default=25.0, gt=0)
+    socket_ping_timeout_seconds: float = Field(default=20.0, gt=0)
+
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -246,12 +246,11 @@ class EventStore:
 
     async def _apply_in_transaction(self, conn: asyncpg.Connection, delivery: Delivery) -> DeliveryResult:
         rows, repeats = _unique_rows(delivery.events)
-        # Insert in natural-key order so concurrent deliveries lock rows in the same order.
-        insert_order = sorted(rows, key=lambda r: r.natural_key)
         payload_position = {row.natural_key: position for position, row in enumerate(rows)}
         async with conn.transaction():
             rolled_back = await self._roll_back(conn, delivery, rows)
-            returned = await conn.fetch(_UPSERT_SQL, *_upsert_arguments(insert_order, delivery.format))
+            # Inserted in payload (chain) order, so ids follow the chain within a delivery.
+            returned = await conn.fetch(_UPSERT_SQL, *_upsert_arguments(rows, delivery.format))
             returned = sorted(returned, key=lambda r: payload_position[(r["block_hash"], r["tx_hash"],
                                                                          r["event_index"])])
             changes: list[tuple[int, str]] = [(event_id, "rollback") for event_id in rolled_back]

