@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+import socketio
 from aiohttp.test_utils import TestServer
 
 from .conftest import Listener, eventually, load_fixture, post_webhook, settle, url_of
@@ -195,3 +196,17 @@ async def test_unsubscribe_needs_an_id(server: TestServer, listener: OpenListene
     client = await listener(url_of(server))
     ack: dict[str, Any] = await client.client.call("unsubscribe", "sub-1", timeout=5)
     assert ack["error"]["code"] == "invalid_request"
+
+
+async def test_foreign_origins_are_refused_unless_configured(serve: Any) -> None:
+    default = await serve()
+    client = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(url_of(default), transports=["websocket"], headers={"Origin": "https://evil.example"},
+                             wait_timeout=5)
+    allowed = await serve(cors_allowed_origins=["https://app.timebank.example"])
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(url_of(allowed), transports=["websocket"],
+                         headers={"Origin": "https://app.timebank.example"}, wait_timeout=5)
+    assert client.connected
+    await client.disconnect()

@@ -29,7 +29,8 @@ def _error(code: str, message: str) -> dict[str, Any]:
 
 class RealtimeHub:
     def __init__(self, settings: Settings) -> None:
-        origins: str | list[str] = settings.cors_allowed_origins
+        # None keeps Engine.IO's same-origin default; an empty list would switch origin checks off.
+        origins: str | list[str] | None = settings.cors_allowed_origins or None
         if origins == ["*"]:
             origins = "*"
         self.sio = socketio.AsyncServer(

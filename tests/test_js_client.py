@@ -1,0 +1,70 @@
+"""Compatibility with the official JavaScript client, socket.io-client 4.x, running in Node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+
+from .conftest import load_fixture, post_webhook, url_of
+from .expected import MONSTERS
+
+JS_DIR = Path(__file__).parent / "js"
+NODE = shutil.which("node")
+READY = NODE is not None and (JS_DIR / "node_modules" / "socket.io-client").is_dir()
+if not READY and os.environ.get("CI"):
+    raise RuntimeError("CI must run the JavaScript client tests: install Node.js and run `npm ci` in tests/js")
+pytestmark = pytest.mark.skipif(not READY, reason="needs node and `npm ci` in tests/js (make test does both)")
+
+
+async def run_js_client(url: str, transport: str, subscription: dict[str, Any], expected: int,
+                        deliver: Any) -> list[dict[str, Any]]:
+    assert NODE is not None
+    process = await asyncio.create_subprocess_exec(
+        NODE, str(JS_DIR / "subscribe.mjs"), url, transport, json.dumps(subscription), str(expected),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    lines: list[dict[str, Any]] = []
+    first = await asyncio.wait_for(process.stdout.readline(), 20)
+    lines.append(json.loads(first))
+    if lines[0]["kind"] == "ack" and lines[0]["message"].get("ok"):
+        await deliver()
+    rest, stderr = await asyncio.wait_for(process.communicate(), 30)
+    lines += [json.loads(line) for line in rest.decode().splitlines() if line.strip()]
+    assert process.returncode == 0, (lines, stderr.decode())
+    return lines
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_official_client_subscribes_and_receives(transport: str, server: TestServer,
+                                                      http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    payload = load_fixture("v1-stacks-nakamoto-testnet-nft-mint-print-event.json")
+
+    async def deliver() -> None:
+        status, _ = await post_webhook(http, url_of(server), payload)
+        assert status == 200
+
+    lines = await run_js_client(url_of(server), transport, {"type": "contract", "contractId": MONSTERS}, 4, deliver)
+    ack, *pushed = lines
+    assert ack["kind"] == "ack" and ack["message"]["ok"] is True
+    assert [line["kind"] for line in pushed] == ["chainhook:event"] * 4
+    assert [line["message"]["cursor"] for line in pushed] == [1, 2, 3, 4]
+    assert [line["message"]["event_type"] for line in pushed] == \
+        ["contract_call", "nft_mint_event", "print_event", "print_event"]
+
+
+async def test_official_client_sees_validation_errors(server: TestServer, db: asyncpg.Connection) -> None:
+    async def nothing() -> None:
+        return None
+
+    lines = await run_js_client(url_of(server), "websocket", {"event_type": "nope"}, 0, nothing)
+    assert lines[0]["message"]["ok"] is False
+    assert lines[0]["message"]["error"]["code"] == "invalid_event_type"

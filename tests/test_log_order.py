@@ -1,0 +1,135 @@
+"""The change log: cursors are gapless and in commit order, and pushes come from the log."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp.test_utils import TestServer
+
+from timebank_realtime.normalize import normalize
+from timebank_realtime.payload import parse_payload
+from timebank_realtime.store import EventStore, create_pool
+
+from .conftest import Listener, eventually, load_fixture, post_webhook, settle, url_of
+
+OpenListener = Callable[..., Awaitable[Listener]]
+NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
+
+
+def block_variant(number: int) -> dict[str, Any]:
+    """The NFT fixture moved to its own block: 5 new rows each time."""
+    payload = copy.deepcopy(load_fixture(NFT))
+    payload["apply"][0]["block_identifier"] = {"index": 200_000 + number, "hash": f"0x{number:064x}"}
+    return payload
+
+
+async def wait_for_count(db: asyncpg.Connection, query: str, expected: int, *, attempts: int = 200) -> None:
+    count = None
+    for _ in range(attempts):
+        count = await db.fetchval(query)
+        if count == expected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{query!r} gave {count}, expected {expected}")
+
+
+async def test_concurrent_deliveries_never_let_a_reader_skip_a_cursor(
+        server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, database_url: str,
+        listener: OpenListener) -> None:
+    client = await listener(url_of(server))
+    await client.subscribe({})
+    pool = await create_pool(database_url, min_size=1, max_size=2, connect_timeout=2, retry_seconds=2)
+    reader = EventStore(pool)
+    observed: list[int] = []
+    done = asyncio.Event()
+
+    async def read_like_a_tailer() -> None:
+        # Exactly what the tailer does, as fast as it can, while deliveries race each other.
+        while not done.is_set() or len(observed) < 200:
+            batch = await reader.changes_after(observed[-1] if observed else 0, 1000)
+            observed.extend(r["cursor"] for r in batch)
+            await asyncio.sleep(0)
+
+    async def deliver(numbers: range) -> None:
+        for number in numbers:
+            status, _ = await post_webhook(http, url_of(server), block_variant(number))
+            assert status == 200
+
+    read_task = asyncio.create_task(read_like_a_tailer())
+    await asyncio.gather(*(deliver(range(start, 40, 4)) for start in range(4)))
+    done.set()
+    await asyncio.wait_for(read_task, 20)
+    await pool.close()
+
+    # 40 deliveries x 5 rows: every cursor seen once, in order, with no gap at any read.
+    assert observed == list(range(1, 201))
+    await eventually(lambda: len(client.received) == 200)
+    assert client.cursors == list(range(1, 201))
+    # Each delivery's changes are one contiguous run of cursors (one transaction, one block).
+    rows = await db.fetch('SELECT c."cursor", e.block_hash FROM chainhook_changes c '
+                          'JOIN chainhook_events e ON e.id = c.event_id ORDER BY c."cursor"')
+    runs = [rows[i]["block_hash"] for i in range(0, 200, 5)]
+    assert all(rows[i]["block_hash"] == runs[i // 5] for i in range(200))
+    assert len(set(runs)) == 40
+
+
+async def test_overlapping_deliveries_take_cursors_in_commit_order(
+        server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, database_url: str) -> None:
+    # Hold the cursor row so both deliveries do their row work and then queue for cursors.
+    blocker = await asyncpg.connect(database_url)
+    transaction = blocker.transaction()
+    await transaction.start()
+    await blocker.execute("SELECT * FROM chainhook_cursor FOR UPDATE")
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    first = asyncio.create_task(post_webhook(http, url_of(server), block_variant(1)))
+    await wait_for_count(db, waiting, 1)
+    second = asyncio.create_task(post_webhook(http, url_of(server), block_variant(2)))
+    await wait_for_count(db, waiting, 2)
+    # Nothing is visible to a reader while both wait: no cursor, no half-written delivery.
+    assert await db.fetchval("SELECT count(*) FROM chainhook_changes") == 0
+    assert await db.fetchval("SELECT count(*) FROM chainhook_events") == 0
+    await transaction.rollback()
+    await blocker.close()
+    results = await asyncio.gather(first, second)
+    assert sorted(body["cursor"] for _, body in results) == [5, 10]
+    log = await db.fetch('SELECT c."cursor", c.committed_at, e.block_hash FROM chainhook_changes c '
+                         'JOIN chainhook_events e ON e.id = c.event_id ORDER BY c."cursor"')
+    assert len({r["block_hash"] for r in log[:5]}) == 1
+    assert len({r["block_hash"] for r in log[5:]}) == 1
+    assert log[0]["block_hash"] != log[5]["block_hash"]
+
+
+async def test_a_commit_no_request_handler_saw_is_still_pushed(
+        server: TestServer, db: asyncpg.Connection, database_url: str, listener: OpenListener) -> None:
+    client = await listener(url_of(server))
+    await client.subscribe({"event_type": "nft_mint_event"})
+    # Write straight to the store, as another node (or a crashed one) would: only the log knows.
+    pool = await create_pool(database_url, min_size=1, max_size=1, connect_timeout=2, retry_seconds=2)
+    result = await EventStore(pool).apply_delivery(normalize(parse_payload(load_fixture(NFT))))
+    await pool.close()
+    assert result.applied == 5
+    await eventually(lambda: len(client.received) == 1)
+    assert client.received[0][1]["cursor"] == 2
+
+
+async def test_tailer_recovers_when_its_listen_connection_is_killed(
+        server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, listener: OpenListener) -> None:
+    client = await listener(url_of(server))
+    await client.subscribe({})
+    killed = await db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE query ILIKE 'LISTEN %' AND pid <> pg_backend_pid()")
+    assert killed >= 1
+    # Deliver at once: the notification for this commit may well go nowhere.
+    status, _ = await post_webhook(http, url_of(server), load_fixture(NFT))
+    assert status == 200
+    await eventually(lambda: len(client.received) == 5)
+    await settle()
+    assert client.cursors == [1, 2, 3, 4, 5]
+    # And it listens again.
+    await wait_for_count(db, "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN %'", 1)

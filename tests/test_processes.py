@@ -1,0 +1,116 @@
+"""Whole processes: two servers on one database, a killed node, and the zero-config default."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from .conftest import Listener, eventually, load_fixture, post_webhook, settle
+from .processes import ServiceProcess, service_env
+
+OpenListener = Callable[..., Awaitable[Listener]]
+Start = Callable[..., Awaitable[ServiceProcess]]
+
+
+@pytest.fixture
+async def start_service(tmp_path: Path) -> AsyncIterator[Start]:
+    started: list[ServiceProcess] = []
+
+    async def start(**settings: str) -> ServiceProcess:
+        service = ServiceProcess(tmp_path / f"service-{len(started)}.log", **settings)
+        started.append(service)
+        await service.wait_ready()
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+async def test_two_processes_on_one_database_both_deliver(
+        start_service: Start, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
+        listener: OpenListener) -> None:
+    node_a, node_b = await asyncio.gather(start_service(DATABASE_URL=database_url),
+                                          start_service(DATABASE_URL=database_url))
+    on_a = await listener(node_a.url)
+    on_b = await listener(node_b.url)
+    other_b = await listener(node_b.url)
+    await on_a.subscribe({"event_type": "print_event"})
+    await on_b.subscribe({"event_type": "print_event"})
+    await other_b.subscribe({"event_type": "stx_lock_event"})
+
+    status, _ = await post_webhook(http, node_a.url, load_fixture("v1-stacks-print-event-arkadiko-mainnet-2023.json"))
+    assert status == 200
+    status, _ = await post_webhook(http, node_b.url, load_fixture("v1-stacks-regtest-stx-lock-event.json"))
+    assert status == 200
+
+    prints = [r["cursor"] for r in await db.fetch(
+        "SELECT c.\"cursor\" FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id "
+        "WHERE e.event_type = 'print_event' ORDER BY 1")]
+    assert len(prints) == 6
+    await eventually(lambda: len(on_a.received) == 6 and len(on_b.received) == 6 and len(other_b.received) == 3)
+    await settle()
+    assert on_a.cursors == prints
+    assert on_b.cursors == prints
+    assert [m["event_type"] for m in other_b.events()] == ["stx_lock_event"] * 3
+
+
+async def test_a_node_killed_right_after_commit_loses_nothing(
+        start_service: Start, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
+        listener: OpenListener) -> None:
+    node_a, node_b = await asyncio.gather(start_service(DATABASE_URL=database_url),
+                                          start_service(DATABASE_URL=database_url))
+    survivor = await listener(node_b.url)
+    await survivor.subscribe({})
+    status, body = await post_webhook(http, node_a.url,
+                                      load_fixture("v1-stacks-nakamoto-testnet-nft-mint-print-event.json"))
+    assert (status, body["cursor"]) == (200, 5)
+    node_a.kill()  # before or after its own push: it does not matter to anyone else
+    await eventually(lambda: len(survivor.received) == 5)
+    assert survivor.cursors == [1, 2, 3, 4, 5]
+
+
+async def test_zero_config_default_starts_embedded_postgres(start_service: Start, tmp_path: Path,
+                                                            http: aiohttp.ClientSession,
+                                                            listener: OpenListener) -> None:
+    data_dir = tmp_path / "data"
+    service = await start_service(TIMEBANK_DATA_DIR=str(data_dir))
+    client = await listener(service.url)
+    await client.subscribe({"type": "user", "address": "ST221Z6TDTC5E0BYR2V624Q2ST6R0Q71T78WTAX6H"})
+    status, body = await post_webhook(
+        http, service.url, load_fixture("v1-stacks-nakamoto-testnet-stx-transfer-block-height-scope.json"))
+    assert (status, body["applied"]) == (200, 2)
+    await eventually(lambda: len(client.received) == 1)
+    assert (data_dir / "postgres" / "PG_VERSION").exists()
+    assert "embedded PostgreSQL ready" in service.log()
+    assert "CHAINHOOK_WEBHOOK_SECRET is not set" in service.log()
+    await client.close()
+    assert service.stop() == 0
+
+    # A second start reuses the same data: the event is still there and is not stored again.
+    again = await start_service(TIMEBANK_DATA_DIR=str(data_dir))
+    status, body = await post_webhook(
+        http, again.url, load_fixture("v1-stacks-nakamoto-testnet-stx-transfer-block-height-scope.json"))
+    assert (status, body["applied"], body["duplicates"]) == (200, 0, 2)
+
+
+def test_migrate_command(database_url: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "timebank_realtime", "migrate"],
+                            env=service_env(DATABASE_URL=database_url), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "database is up to date"
+
+
+def test_invalid_configuration_is_reported(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "timebank_realtime", "serve"],
+                            env=service_env(PORT="not-a-port", TIMEBANK_DATA_DIR=str(tmp_path)),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "invalid configuration" in result.stderr and "port" in result.stderr
