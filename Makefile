@@ -1,0 +1,31 @@
+# The two commands a newcomer needs. Both create .venv/ with the Python that `python3` names (3.11+).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint
+
+# Install and start the service on its embedded PostgreSQL (no database server, no env vars needed).
+run:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet .
+	$(BIN)/timebank-realtime serve
+
+# Install everything the suite needs and run all of it: lint, types, tests.
+test:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/js --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "npm not found: the socket.io-client (JavaScript) compatibility tests will be skipped"; \
+	fi
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/mypy
