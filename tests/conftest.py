@@ -178,6 +178,9 @@ class Listener:
             with contextlib.suppress(asyncio.CancelledError):
                 await read_loop
         await self.client.eio._reset()
+        http = self.client.eio.http
+        if http is not None and not http.closed:
+            await http.close()
 
     async def subscribe(self, subscription: Any) -> dict[str, Any]:
         ack: dict[str, Any] = await self.client.call("subscribe", subscription, timeout=5)

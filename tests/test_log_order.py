@@ -79,7 +79,10 @@ async def test_concurrent_deliveries_never_let_a_reader_skip_a_cursor(
 
 
 async def test_overlapping_deliveries_take_cursors_in_commit_order(
-        server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, database_url: str) -> None:
+        server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, database_url: str,
+        listener: OpenListener) -> None:
+    watcher = await listener(url_of(server))
+    await watcher.subscribe({})
     # Hold the cursor row so both deliveries do their row work and then queue for cursors.
     blocker = await asyncpg.connect(database_url)
     transaction = blocker.transaction()
@@ -90,9 +93,11 @@ async def test_overlapping_deliveries_take_cursors_in_commit_order(
     await wait_for_count(db, waiting, 1)
     second = asyncio.create_task(post_webhook(http, url_of(server), block_variant(2)))
     await wait_for_count(db, waiting, 2)
-    # Nothing is visible to a reader while both wait: no cursor, no half-written delivery.
+    # Nothing is visible while both wait: no cursor, no half-written delivery, and no push.
     assert await db.fetchval("SELECT count(*) FROM chainhook_changes") == 0
     assert await db.fetchval("SELECT count(*) FROM chainhook_events") == 0
+    await settle()
+    assert watcher.received == []
     await transaction.rollback()
     await blocker.close()
     results = await asyncio.gather(first, second)
@@ -102,6 +107,8 @@ async def test_overlapping_deliveries_take_cursors_in_commit_order(
     assert len({r["block_hash"] for r in log[:5]}) == 1
     assert len({r["block_hash"] for r in log[5:]}) == 1
     assert log[0]["block_hash"] != log[5]["block_hash"]
+    await eventually(lambda: len(watcher.received) == 10)
+    assert watcher.cursors == list(range(1, 11))
 
 
 async def test_a_commit_no_request_handler_saw_is_still_pushed(

@@ -11,6 +11,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
+from timebank_realtime.webhook import is_loopback
+
 from .conftest import WEBHOOK, Serve, load_fixture, post_webhook, url_of
 from .expected import EXPECTED_ROWS, EXPECTED_VALUES, row_tuple
 from .v2_payloads import DIKO_TRANSFER, v2_from_v1
@@ -212,3 +214,12 @@ async def test_unknown_routes_and_methods_answer_json(server: TestServer, http: 
     async with http.get(url_of(server) + "/nope") as response:
         assert response.status == 404
         assert (await response.json())["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("remote", "loopback"),
+    [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("10.1.2.3", False), ("192.168.0.5", False),
+     ("2001:db8::1", False), ("fe80::1%eth0", False), (None, False), ("not-an-ip", False)],
+)
+def test_only_loopback_clients_pass_without_a_secret(remote: str | None, loopback: bool) -> None:
+    assert is_loopback(remote) is loopback
