@@ -69,6 +69,16 @@ async def outage_server(own_postgres: OwnPostgres, aiohttp_server: Any) -> TestS
     return server
 
 
+async def retry_like_chainhook(http: aiohttp.ClientSession, url: str, attempts: int = 50) -> tuple[int, Any]:
+    """Post the delivery until it is stored, as Chainhook does after a 503."""
+    for _ in range(attempts):
+        status, body = await post_webhook(http, url, load_fixture(NFT))
+        if status != 503:
+            return status, body
+        await asyncio.sleep(0.1)
+    return status, body
+
+
 async def test_database_down_before_a_delivery(own_postgres: OwnPostgres, outage_server: TestServer,
                                                http: aiohttp.ClientSession, listener: OpenListener) -> None:
     client = await listener(url_of(outage_server))
@@ -80,11 +90,7 @@ async def test_database_down_before_a_delivery(own_postgres: OwnPostgres, outage
     await own_postgres.start()
     assert await own_postgres.count("SELECT count(*) FROM chainhook_events") == 0
     # Chainhook retries; the pool replaces its dead connections and the delivery lands once.
-    for _ in range(50):
-        status, body = await post_webhook(http, url_of(outage_server), load_fixture(NFT))
-        if status == 200:
-            break
-        await asyncio.sleep(0.1)
+    status, body = await retry_like_chainhook(http, url_of(outage_server))
     assert (status, body["applied"]) == (200, 5)
     assert (await post_webhook(http, url_of(outage_server), load_fixture(NFT)))[1]["duplicates"] == 5
     # The tailer reconnected on its own and pushed the delivery.
@@ -113,10 +119,6 @@ async def test_database_stopped_in_the_middle_of_a_delivery(own_postgres: OwnPos
     assert await own_postgres.count("SELECT count(*) FROM chainhook_events") == 0
     assert await own_postgres.count("SELECT count(*) FROM chainhook_changes") == 0
     assert await own_postgres.count("SELECT last_cursor FROM chainhook_cursor") == 0
-    for _ in range(50):
-        status, body = await post_webhook(http, url_of(outage_server), load_fixture(NFT))
-        if status == 200:
-            break
-        await asyncio.sleep(0.1)
+    status, body = await retry_like_chainhook(http, url_of(outage_server))
     assert (status, body["applied"], body["cursor"]) == (200, 5, 5)
     assert await own_postgres.count("SELECT count(*) FROM chainhook_events") == 5

@@ -34,11 +34,16 @@ async def start_service(tmp_path: Path) -> AsyncIterator[Start]:
         service.stop()
 
 
+async def two_nodes(start_service: Start, database_url: str) -> tuple[ServiceProcess, ServiceProcess]:
+    node_a, node_b = await asyncio.gather(start_service(DATABASE_URL=database_url),
+                                          start_service(DATABASE_URL=database_url))
+    return node_a, node_b
+
+
 async def test_two_processes_on_one_database_both_deliver(
         start_service: Start, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
         listener: OpenListener) -> None:
-    node_a, node_b = await asyncio.gather(start_service(DATABASE_URL=database_url),
-                                          start_service(DATABASE_URL=database_url))
+    node_a, node_b = await two_nodes(start_service, database_url)
     on_a = await listener(node_a.url)
     on_b = await listener(node_b.url)
     other_b = await listener(node_b.url)
@@ -65,8 +70,7 @@ async def test_two_processes_on_one_database_both_deliver(
 async def test_a_node_killed_right_after_commit_loses_nothing(
         start_service: Start, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
         listener: OpenListener) -> None:
-    node_a, node_b = await asyncio.gather(start_service(DATABASE_URL=database_url),
-                                          start_service(DATABASE_URL=database_url))
+    node_a, node_b = await two_nodes(start_service, database_url)
     survivor = await listener(node_b.url)
     await survivor.subscribe({})
     status, body = await post_webhook(http, node_a.url,
