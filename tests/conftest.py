@@ -149,17 +149,24 @@ class Listener:
     def __init__(self) -> None:
         self.client = socketio.AsyncClient(reconnection=False)
         self.received: list[tuple[str, dict[str, Any]]] = []
-        self.client.on("chainhook:event", self._on_event)
-        self.client.on("chainhook:rollback", self._on_rollback)
+        # Every server message in arrival order, markers (eose, heartbeat, resync) included.
+        self.timeline: list[tuple[str, dict[str, Any]]] = []
+        for name in ("event", "rollback", "eose", "heartbeat", "resync"):
+            self.client.on(f"chainhook:{name}", self._recorder(name))
 
-    async def _on_event(self, data: dict[str, Any]) -> None:
-        self.received.append(("event", data))
+    def _recorder(self, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        async def record(data: dict[str, Any]) -> None:
+            self.timeline.append((name, data))
+            if name in ("event", "rollback"):
+                self.received.append((name, data))
 
-    async def _on_rollback(self, data: dict[str, Any]) -> None:
-        self.received.append(("rollback", data))
+        return record
 
-    async def connect(self, url: str, transport: str = "websocket") -> Listener:
-        await self.client.connect(url, transports=[transport], wait_timeout=5)
+    def markers(self, name: str) -> list[dict[str, Any]]:
+        return [data for kind, data in self.timeline if kind == name]
+
+    async def connect(self, url: str, transport: str = "websocket", auth: Any = None) -> Listener:
+        await self.client.connect(url, transports=[transport], wait_timeout=5, auth=auth)
         return self
 
     async def close(self) -> None:
@@ -202,8 +209,8 @@ class Listener:
 async def listener() -> AsyncIterator[Callable[..., Awaitable[Listener]]]:
     opened: list[Listener] = []
 
-    async def open_listener(url: str, transport: str = "websocket") -> Listener:
-        opened.append(await Listener().connect(url, transport))
+    async def open_listener(url: str, transport: str = "websocket", auth: Any = None) -> Listener:
+        opened.append(await Listener().connect(url, transport, auth))
         return opened[-1]
 
     yield open_listener

@@ -28,8 +28,8 @@ def service_env(**settings: str) -> dict[str, str]:
 
 
 class ServiceProcess:
-    def __init__(self, log_path: Path, **settings: str) -> None:
-        self.port = free_port()
+    def __init__(self, log_path: Path, port: int | None = None, **settings: str) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = service_env(HOST="127.0.0.1", PORT=str(self.port), TAILER_POLL_SECONDS="0.25",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -113,7 +115,9 @@ async def test_rollbacks_reach_the_same_audience_and_restores_come_back(
     kinds = [(kind, message["canonical"]) for kind, message in watcher.received]
     assert kinds == [("event", True)] * 3 + [("rollback", False)] * 3 + [("event", True)] * 3
     rollback = watcher.received[3][1]
-    assert set(rollback) == {"id", "cursor", "block_hash", "block_height", "tx_hash", "event_index", "canonical"}
+    assert set(rollback) == {"id", "cursor", "block_hash", "block_height", "tx_hash", "event_index", "contract_id",
+                             "event_type", "affected_addresses", "canonical"}
+    assert rollback["contract_id"] == FREDDIE
     assert watcher.cursors == sorted(watcher.cursors)
     assert other.received == []
 
@@ -171,7 +175,9 @@ async def test_ack_cursor_marks_where_live_delivery_starts(server: TestServer, h
         ({"type": "user"}, "invalid_filter"),
         ({"address": []}, "invalid_filter"),
         ({"event_type": ["print_event"] * 101}, "too_many_values"),
-        ({"since": 5}, "unsupported"),
+        ({"since": -1}, "invalid_since"),
+        ({"since": "yesterday"}, "invalid_since"),
+        ({"since": True}, "invalid_since"),
         ("contract", "invalid_filter"),
     ],
 )
@@ -184,12 +190,40 @@ async def test_invalid_subscriptions_are_refused_with_a_code(subscription: Any, 
     assert ack["error"]["message"]
 
 
-async def test_subscriptions_per_connection_are_limited(server: TestServer, listener: OpenListener) -> None:
+async def test_subscriptions_per_connection_are_limited(serve: Any, listener: OpenListener) -> None:
+    server = await serve(max_subscriptions_per_connection=5, subscribe_rate_per_second=1000)
     client = await listener(url_of(server))
-    for _ in range(100):
+    for _ in range(5):
         assert (await client.subscribe({"event_type": "print_event"}))["ok"]
     ack = await client.subscribe({"event_type": "print_event"})
     assert ack["error"]["code"] == "too_many_subscriptions"
+
+
+async def test_subscribe_calls_are_rate_limited_per_connection(serve: Any, listener: OpenListener) -> None:
+    server = await serve(subscribe_rate_per_second=3)
+    client = await listener(url_of(server))
+    other = await listener(url_of(server))
+    acks = [await client.subscribe({"event_type": "print_event"}) for _ in range(4)]
+    assert [a["ok"] for a in acks] == [True, True, True, False]
+    assert acks[3]["error"]["code"] == "rate_limited"
+    assert (await other.subscribe({}))["ok"]  # the limit is per connection
+    await asyncio.sleep(0.4)
+    assert (await client.subscribe({}))["ok"]  # tokens come back at the configured rate
+
+
+async def test_filter_values_are_limited(serve: Any, listener: OpenListener) -> None:
+    server = await serve(max_filter_values=2)
+    client = await listener(url_of(server))
+    ack = await client.subscribe({"event_type": ["print_event", "contract_call", "stx_lock_event"]})
+    assert ack["error"]["code"] == "too_many_values"
+
+
+async def test_oversized_client_message_closes_the_connection(serve: Any, listener: OpenListener) -> None:
+    server = await serve(max_socket_message_bytes=2048)
+    client = await listener(url_of(server))
+    with contextlib.suppress(socketio.exceptions.TimeoutError):
+        await client.client.call("subscribe", {"contract": "x" * 10_000}, timeout=3)
+    await eventually(lambda: not client.client.connected)
 
 
 async def test_unsubscribe_needs_an_id(server: TestServer, listener: OpenListener) -> None:

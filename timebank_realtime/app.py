@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -19,6 +20,8 @@ from .tailer import Tailer
 from .webhook import make_webhook_handler
 
 logger = logging.getLogger(__name__)
+
+BROWSER_CLIENT = Path(__file__).parent / "static" / "timebank-realtime.js"
 
 SETTINGS = web.AppKey("settings", Settings)
 DSN = web.AppKey("dsn", str)
@@ -57,28 +60,37 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _tailer(app: web.Application) -> AsyncIterator[None]:
-    settings, hub = app[SETTINGS], app[HUB]
+    settings, hub, store = app[SETTINGS], app[HUB], app[STORE]
     # Live subscribers start from "now": the log's head when this process starts.
-    hub.cursor = await app[STORE].last_cursor()
-    tailer = Tailer(app[STORE], app[DSN], hub.publish, start_cursor=hub.cursor,
+    hub.bind(store, head=await store.last_cursor(), tip=await store.chain_tip())
+    tailer = Tailer(store, app[DSN], hub.publish, start_cursor=hub.cursor,
                     poll_seconds=settings.tailer_poll_seconds, batch_size=settings.tailer_batch_size,
                     connect_timeout=settings.db_connect_timeout_seconds)
     app[TAILER] = tailer
-    task = asyncio.create_task(tailer.run(), name="tailer")
-    task.add_done_callback(_report_tailer_exit)
+    tasks = [asyncio.create_task(tailer.run(), name="tailer"),
+             asyncio.create_task(hub.run_heartbeat(), name="heartbeat")]
+    for task in tasks:
+        task.add_done_callback(_report_background_exit)
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
-def _report_tailer_exit(task: asyncio.Task[None]) -> None:
+def _report_background_exit(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.critical("the tailer stopped; no further changes will be pushed", exc_info=task.exception())
+        logger.critical("background task %s stopped; pushes are affected", task.get_name(),
+                        exc_info=task.exception())
 
 
-async def _disconnect_sockets(app: web.Application) -> None:
-    await app[HUB].disconnect_all()
+async def _close_sockets(app: web.Application) -> None:
+    await app[HUB].close()
+
+
+async def _browser_client(_request: web.Request) -> web.FileResponse:
+    return web.FileResponse(BROWSER_CLIENT, headers={"Content-Type": "text/javascript; charset=utf-8"})
 
 
 async def _healthz(_request: web.Request) -> web.Response:
@@ -95,9 +107,10 @@ def create_app(settings: Settings) -> web.Application:
     hub.attach(app)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_tailer)
-    app.on_shutdown.append(_disconnect_sockets)
+    app.on_shutdown.append(_close_sockets)
     app.router.add_post("/api/webhooks/chainhook",
                         make_webhook_handler(STORE, settings.chainhook_webhook_secret,
                                              settings.max_payload_bytes))
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/client/timebank-realtime.js", _browser_client)
     return app

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 EVENT = "chainhook:event"
 ROLLBACK = "chainhook:rollback"
+EOSE = "chainhook:eose"
+HEARTBEAT = "chainhook:heartbeat"
+RESYNC = "chainhook:resync"
 
 
 def event_message(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -30,6 +34,8 @@ def event_message(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def rollback_message(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``chainhook:rollback``: which row left the canonical chain, with the fields filters match on,
+    so that a client can route it to its own subscriptions."""
     return {
         "id": record["id"],
         "cursor": record["cursor"],
@@ -37,6 +43,9 @@ def rollback_message(record: Mapping[str, Any]) -> dict[str, Any]:
         "block_height": record["block_height"],
         "tx_hash": record["tx_hash"],
         "event_index": record["event_index"],
+        "contract_id": record["contract_id"],
+        "event_type": record["event_type"],
+        "affected_addresses": list(record["affected_addresses"]),
         "canonical": False,
     }
 
@@ -45,3 +54,19 @@ def message_for(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     if record["change"] == "rollback":
         return ROLLBACK, rollback_message(record)
     return EVENT, event_message(record)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def heartbeat_message(cursor: int, tip: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        "cursor": cursor,
+        "tip": {
+            "block_height": tip.get("block_height"),
+            "block_hash": tip.get("block_hash"),
+            "last_delivery_at": _iso(tip.get("last_delivery_at")),
+        },
+        "server_time": now.isoformat(),
+    }

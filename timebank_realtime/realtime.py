@@ -1,26 +1,32 @@
-"""Socket.IO: the only module that imports socketio. Connections, subscribe/unsubscribe, and emits.
+"""Socket.IO: the only server module that imports socketio. Connections, subscriptions, replay, emits.
 
-Protocol (documented in the README): clients ``subscribe`` with a filter and get an ack with the
-subscription id and the current cursor; from then on every matching change with a greater cursor
-is pushed as ``chainhook:event`` or ``chainhook:rollback``, in cursor order, once per socket.
+Delivery guarantee (documented in the README): a subscription gets every matching change with a
+cursor greater than its ``since`` exactly once and in cursor order: first the replay from the log,
+then the live changes held while the replay ran, then ``chainhook:eose``, then live changes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Coroutine, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import socketio
 from aiohttp import web
 
-from .messages import message_for
+from .auth import AuthError, verify_token
+from .errors import DatabaseUnavailable
+from .messages import EOSE, HEARTBEAT, RESYNC, heartbeat_message, message_for
+from .sessions import Session, Subscription, TokenBucket
 from .settings import Settings
-from .subscriptions import FilterError, SubscriptionRegistry, parse_filter
+from .store import EventStore
+from .subscriptions import FilterError, SubscriptionRegistry, parse_subscribe
 
 logger = logging.getLogger(__name__)
-
-MAX_SUBSCRIPTIONS_PER_CONNECTION = 100
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
@@ -36,66 +42,272 @@ class RealtimeHub:
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             cors_allowed_origins=origins,
-            # Filters are small; a client sending megabytes is misbehaving.
-            max_http_buffer_size=64 * 1024,
+            max_http_buffer_size=settings.max_socket_message_bytes,
             ping_interval=settings.socket_ping_interval_seconds,
             ping_timeout=settings.socket_ping_timeout_seconds,
             logger=False,
             engineio_logger=False,
         )
+        self._settings = settings
+        self._auth_secret = settings.socket_auth_secret.get_secret_value() if settings.socket_auth_secret else None
         self.registry = SubscriptionRegistry()
+        self.sessions: dict[str, Session] = {}
         self.cursor = 0
+        self.tip: dict[str, Any] = {"block_height": None, "block_hash": None, "last_delivery_at": None}
+        self._store: EventStore | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._expiries: dict[str, asyncio.TimerHandle] = {}
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("subscribe", self._on_subscribe)
         self.sio.on("unsubscribe", self._on_unsubscribe)
-        self._connected: set[str] = set()
 
     def attach(self, app: web.Application) -> None:
         self.sio.attach(app, socketio_path="socket.io")
 
+    def bind(self, store: EventStore, *, head: int, tip: Mapping[str, Any]) -> None:
+        """Start from the log's head: live subscribers get what commits from now on."""
+        self._store = store
+        self.cursor = head
+        self.tip = dict(tip)
+
     @property
     def connection_count(self) -> int:
-        return len(self._connected)
+        return len(self.sessions)
 
-    async def disconnect_all(self) -> None:
-        for sid in list(self._connected):
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("socket task failed", exc_info=task.exception())
+
+    async def run_heartbeat(self) -> None:
+        """Tell every socket the cursor and chain tip, so a quiet chain is told from a dead link."""
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_seconds)
+            try:
+                await self.sio.emit(HEARTBEAT, heartbeat_message(self.cursor, self.tip, datetime.now(UTC)))
+            except Exception:
+                logger.exception("heartbeat failed")
+
+    async def close(self) -> None:
+        for handle in self._expiries.values():
+            handle.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for sid in list(self.sessions):
             await self.sio.disconnect(sid)
 
-    async def _on_connect(self, sid: str, environ: Mapping[str, Any], _auth: Any = None) -> None:
-        self._connected.add(sid)
-        logger.info("socket connected sid=%s remote=%s", sid, environ.get("REMOTE_ADDR"))
+    # --- connections -------------------------------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
+        grant = None
+        if self._auth_secret is not None:
+            token = auth.get("token") if isinstance(auth, Mapping) else None
+            try:
+                grant = verify_token(token, self._auth_secret)
+            except AuthError as error:
+                logger.info("socket refused remote=%s code=%s", environ.get("REMOTE_ADDR"), error.code)
+                # The client's connect_error carries message "<code>: <text>" and data {code, message}.
+                raise socketio.exceptions.ConnectionRefusedError(
+                    f"{error.code}: {error.message}", {"code": error.code, "message": error.message}) from None
+            delay = max(0.0, grant.expires_at - time.time())
+            self._expiries[sid] = asyncio.get_running_loop().call_later(delay, self._expire, sid)
+        self.sessions[sid] = Session(sid=sid, grant=grant,
+                                     bucket=TokenBucket.full(self._settings.subscribe_rate_per_second,
+                                                             time.monotonic()))
+        logger.info("socket connected sid=%s remote=%s subject=%s", sid, environ.get("REMOTE_ADDR"),
+                    grant.subject if grant else "-")
+
+    def _expire(self, sid: str) -> None:
+        logger.info("socket token expired sid=%s", sid)
+        self._spawn(self._disconnect(sid))
+
+    async def _disconnect(self, sid: str) -> None:
+        # Engine.IO flushes what is queued first; a client too stuck to take it is dropped by ping.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.sio.disconnect(sid), timeout=self._settings.socket_ping_timeout_seconds)
 
     async def _on_disconnect(self, sid: str, *_reason: Any) -> None:
-        self._connected.discard(sid)
+        session = self.sessions.pop(sid, None)
+        expiry = self._expiries.pop(sid, None)
+        if expiry is not None:
+            expiry.cancel()
         dropped = self.registry.drop_socket(sid)
-        logger.info("socket disconnected sid=%s subscriptions=%d", sid, dropped)
+        logger.info("socket disconnected sid=%s subscriptions=%d resynced=%s", sid, dropped,
+                    session.resyncing if session else False)
+
+    # --- subscribe / unsubscribe -------------------------------------------------------------------
 
     async def _on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
+        session = self.sessions.get(sid)
+        if session is None:
+            return _error("not_connected", "this connection is closing")
+        if not session.bucket.take(time.monotonic()):
+            return _error("rate_limited", f"at most {self._settings.subscribe_rate_per_second:g} "
+                          "subscribe calls a second per connection")
         try:
-            subscription = parse_filter(data)
+            request = parse_subscribe(data, self._settings.max_filter_values)
         except FilterError as error:
             return _error(error.code, error.message)
-        if len(self.registry.subscriptions_of(sid)) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
-            return _error("too_many_subscriptions",
-                          f"a connection holds at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions")
-        sub_id = self.registry.add(sid, subscription)
-        # Registering and reading the cursor happen without an await in between, so every change
-        # after this cursor is matched against the new subscription.
-        return {"ok": True, "id": sub_id, "cursor": self.cursor, "filter": subscription.describe()}
+        if session.grant is not None and not session.grant.permits(request.filter):
+            return _error("forbidden", "the connection's token does not allow this subscription")
+        limit = self._settings.max_subscriptions_per_connection
+        if len(session.subscriptions) >= limit:
+            return _error("too_many_subscriptions", f"a connection holds at most {limit} subscriptions")
+        if request.since is not None and request.since > self.cursor:
+            refusal = await self._check_not_in_future(request.since)
+            if refusal is not None:
+                return refusal
+            if sid not in self.sessions:
+                return _error("not_connected", "this connection is closing")
+        return self._start_subscription(session, request.filter, request.since)
+
+    async def _check_not_in_future(self, since: int) -> dict[str, Any] | None:
+        assert self._store is not None
+        try:
+            head = await self._store.last_cursor()
+        except DatabaseUnavailable:
+            return _error("unavailable", "the event store is unreachable; retry the subscription")
+        if since > head:
+            return _error("cursor_in_future", f"cursor {since} is beyond the newest change ({head})")
+        return None
+
+    def _start_subscription(self, session: Session, request_filter: Any, since: int | None) -> dict[str, Any]:
+        # No await from here to the return: every change after `upto` reaches this subscription
+        # through publish(), every change up to it through the replay.
+        upto = self.cursor
+        floor = upto if since is None else since
+        sub_id = self.registry.add(session.sid, request_filter)
+        subscription = Subscription(id=sub_id, filter=request_filter, floor=floor, position=floor)
+        session.subscriptions[sub_id] = subscription
+        self._spawn(self._replay(session, subscription, upto))
+        return {"ok": True, "id": sub_id, "cursor": max(floor, upto), "filter": request_filter.describe()}
 
     async def _on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
         sub_id = data.get("id") if isinstance(data, Mapping) else None
         if not isinstance(sub_id, str):
             return _error("invalid_request", "unsubscribe takes {\"id\": <subscription id>}")
-        if not self.registry.remove(sid, sub_id):
+        session = self.sessions.get(sid)
+        if session is None or not self.registry.remove(sid, sub_id):
             return _error("unknown_subscription", f"this connection has no subscription {sub_id!r}")
+        session.subscriptions.pop(sub_id, None)
         return {"ok": True, "id": sub_id}
 
+    # --- replay and handoff ------------------------------------------------------------------------
+
+    def _still_open(self, session: Session, subscription: Subscription) -> bool:
+        return (not session.resyncing and self.sessions.get(session.sid) is session
+                and session.subscriptions.get(subscription.id) is subscription)
+
+    async def _replay(self, session: Session, subscription: Subscription, upto: int) -> None:
+        assert self._store is not None
+        batch = self._settings.replay_batch_size
+        try:
+            while subscription.position < upto and self._still_open(session, subscription):
+                # Bounded batches: memory stays flat however long the backlog is.
+                records = await self._store.changes_after(subscription.position, batch, upto=upto,
+                                                          match=subscription.filter.as_match())
+                for record in records:
+                    if not await self._send(session, record, replay_for=subscription.id):
+                        return
+                    subscription.position = record["cursor"]
+                if len(records) < batch:
+                    break
+        except DatabaseUnavailable as error:
+            logger.warning("replay for sid=%s stopped: %s", session.sid, error)
+            await self._resync(session, reason="the event store was unreachable during replay")
+            return
+        subscription.position = max(subscription.position, upto)
+        await self._hand_off(session, subscription)
+
+    async def _flush_held(self, session: Session, subscription: Subscription) -> bool:
+        while subscription.held:
+            record = subscription.held.popleft()
+            cursor = record["cursor"]
+            wanted = cursor > subscription.floor and cursor not in session.sent_while_replaying
+            if wanted and not await self._send(session, record, replay_for=subscription.id):
+                return False
+            subscription.position = cursor
+        return True
+
+    async def _hand_off(self, session: Session, subscription: Subscription) -> None:
+        if not (self._still_open(session, subscription) and await self._flush_held(session, subscription)):
+            return
+        await self.sio.emit(EOSE, {"id": subscription.id, "cursor": subscription.position}, to=session.sid)
+        # Anything that arrived during the eose emit, then live with no await in between.
+        if await self._flush_held(session, subscription):
+            subscription.live = True
+            session.note_sent(subscription.position)
+
+    # --- publishing ----------------------------------------------------------------------------------
+
+    def _note_tip(self, record: Mapping[str, Any]) -> None:
+        self.tip["last_delivery_at"] = record.get("committed_at")
+        height = self.tip.get("block_height")
+        if record["change"] != "rollback" and (height is None or record["block_height"] >= height):
+            self.tip["block_height"] = record["block_height"]
+            self.tip["block_hash"] = record["block_hash"]
+
     async def publish(self, records: list[dict[str, Any]]) -> None:
-        """Emit each change to its audience, in cursor order. Called by the tailer only."""
+        """Hand each change to its audience, in cursor order. Called by the tailer only."""
         for record in records:
-            name, message = message_for(record)
             self.cursor = record["cursor"]
-            for sid in self.registry.audience(record):
-                await self.sio.emit(name, message, to=sid)
+            self._note_tip(record)
+            for sid, sub_ids in self.registry.matches(record).items():
+                session = self.sessions.get(sid)
+                if session is not None and not session.resyncing:
+                    await self._deliver_live(session, sub_ids, record)
+
+    async def _deliver_live(self, session: Session, sub_ids: list[str], record: dict[str, Any]) -> None:
+        send_now = False
+        for sub_id in sub_ids:
+            subscription = session.subscriptions.get(sub_id)
+            if subscription is None:
+                continue
+            if subscription.live:
+                send_now = send_now or record["cursor"] > subscription.floor
+            else:
+                subscription.held.append(record)
+        if send_now:
+            await self._send(session, record)
+
+    def _backlog(self, session: Session) -> int:
+        held = sum(len(s.held) for s in session.subscriptions.values())
+        eio_sid = self.sio.manager.eio_sid_from_sid(session.sid, "/")
+        # Engine.IO queues each emit per socket; a reader that cannot keep up shows up here.
+        engine_socket = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
+        queued = engine_socket.queue.qsize() if engine_socket is not None else 0
+        return int(held + queued)
+
+    async def _send(self, session: Session, record: dict[str, Any], *, replay_for: str | None = None) -> bool:
+        if session.resyncing or self.sessions.get(session.sid) is not session:
+            return False
+        if self._backlog(session) >= self._settings.slow_consumer_backlog:
+            await self._resync(session, reason="the connection fell too far behind")
+            return False
+        name, message = message_for(record)
+        if replay_for is not None:
+            # Sent for one subscription's replay (or its held live changes), not for the socket at large.
+            message["subscription"] = replay_for
+        await self.sio.emit(name, message, to=session.sid)
+        session.note_sent(record["cursor"])
+        return True
+
+    async def _resync(self, session: Session, *, reason: str) -> None:
+        """Stop sending, tell the client where to resume each subscription, and disconnect it."""
+        if session.resyncing:
+            return
+        session.resyncing = True
+        positions = session.resume_positions(self.cursor - 1)
+        cursor = min(positions.values(), default=self.cursor - 1)
+        logger.warning("slow consumer sid=%s: %s; resync from cursor %d", session.sid, reason, cursor)
+        await self.sio.emit(RESYNC, {"cursor": cursor, "subscriptions": positions, "reason": reason},
+                            to=session.sid)
+        self._spawn(self._disconnect(session.sid))

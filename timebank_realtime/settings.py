@@ -32,6 +32,14 @@ class Settings(BaseSettings):
 
     socket_ping_interval_seconds: float = Field(default=25.0, gt=0)
     socket_ping_timeout_seconds: float = Field(default=20.0, gt=0)
+    socket_auth_secret: SecretStr | None = None
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    max_filter_values: int = Field(default=100, ge=1)
+    subscribe_rate_per_second: float = Field(default=10.0, gt=0)
+    max_socket_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    slow_consumer_backlog: int = Field(default=1000, ge=1)
+    replay_batch_size: int = Field(default=500, ge=1, le=10_000)
 
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
@@ -50,7 +58,7 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("chainhook_webhook_secret", mode="before")
+    @field_validator("chainhook_webhook_secret", "socket_auth_secret", mode="before")
     @classmethod
     def _empty_secret_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -59,6 +67,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_url_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("socket_auth_secret")
+    @classmethod
+    def _strong_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # RFC 7518 §3.2: an HS256 key needs at least 256 bits.
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("SOCKET_AUTH_SECRET must be at least 32 bytes")
+        return value
 
     @property
     def embedded_pgdata(self) -> Path:

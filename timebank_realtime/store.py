@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -169,6 +169,22 @@ FROM unnest($2::bigint[], $3::text[]) WITH ORDINALITY AS u(event_id, change, ord
 """
 
 
+_CHANGES_SQL = """
+SELECT c."cursor", c.change, c.committed_at, e.id, e.tx_hash, e.block_height, e.block_hash, e.tx_index,
+       e.event_index, e.contract_id, e.event_type, e.event_data, e.affected_addresses, e.success, e."timestamp"
+FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id
+WHERE {where} ORDER BY c."cursor" LIMIT $2
+"""
+
+# Subscription filter fields, as SQL over the joined event (values are always bound parameters).
+_MATCH_CONDITIONS = {
+    "tx_hash": "e.tx_hash = ANY(${n}::text[])",
+    "contract": "e.contract_id = ANY(${n}::text[])",
+    "address": "e.affected_addresses && ${n}::text[]",
+    "event_type": "e.event_type = ANY(${n}::text[])",
+}
+
+
 def _pg_safe(text: str) -> str:
     """PostgreSQL text cannot hold NUL or lone surrogates; replace them rather than lose the event."""
     try:
@@ -297,18 +313,36 @@ class EventStore:
             value: int = await conn.fetchval("SELECT last_cursor FROM chainhook_cursor")
             return value
 
-    async def changes_after(self, cursor: int, limit: int) -> list[dict[str, Any]]:
-        """The next ``limit`` changes after ``cursor``, in cursor order, each with its event's columns."""
+    async def changes_after(self, cursor: int, limit: int, *, upto: int | None = None,
+                            match: Mapping[str, Collection[str]] | None = None) -> list[dict[str, Any]]:
+        """The next ``limit`` changes after ``cursor`` (and at most ``upto``), in cursor order, with their
+        event's columns; ``match`` keeps only changes whose event matches every named field."""
+        conditions = ['c."cursor" > $1']
+        arguments: list[Any] = [cursor, limit]
+        if upto is not None:
+            arguments.append(upto)
+            conditions.append(f'c."cursor" <= ${len(arguments)}')
+        for field, values in (match or {}).items():
+            arguments.append(sorted(values))
+            conditions.append(_MATCH_CONDITIONS[field].format(n=len(arguments)))
+        query = _CHANGES_SQL.format(where=" AND ".join(conditions))
         async with _unavailable_as_domain_error(), self._pool.acquire(timeout=self._acquire_timeout) as conn:
-            records = await conn.fetch(
-                """SELECT c."cursor", c.change, e.id, e.tx_hash, e.block_height, e.block_hash, e.tx_index,
-                          e.event_index, e.contract_id, e.event_type, e.event_data, e.affected_addresses,
-                          e.success, e."timestamp"
-                   FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id
-                   WHERE c."cursor" > $1 ORDER BY c."cursor" LIMIT $2""",
-                cursor, limit,
-            )
+            records = await conn.fetch(query, *arguments)
         return [dict(r) for r in records]
+
+    async def chain_tip(self) -> dict[str, Any]:
+        """Highest canonical block seen, and when the log last changed."""
+        async with _unavailable_as_domain_error(), self._pool.acquire(timeout=self._acquire_timeout) as conn:
+            block = await conn.fetchrow(
+                "SELECT block_height, block_hash FROM chainhook_events WHERE canonical "
+                "ORDER BY block_height DESC LIMIT 1")
+            changed_at = await conn.fetchval(
+                'SELECT committed_at FROM chainhook_changes ORDER BY "cursor" DESC LIMIT 1')
+        return {
+            "block_height": block["block_height"] if block else None,
+            "block_hash": block["block_hash"] if block else None,
+            "last_delivery_at": changed_at,
+        }
 
 
 async def listen(dsn: str, callback: Callable[[str], None], *, connect_timeout: float

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .normalize import EVENT_TYPES
 from .principals import InvalidPrincipal, validate_contract_id, validate_principal
 
-MAX_VALUES_PER_FIELD = 100
+DEFAULT_MAX_VALUES = 100
 _TX_HASH = re.compile(r"^0x[0-9a-f]{64}$")
 # Most selective first: the index key of a filter is the first of these it names.
 FIELDS = ("tx_hash", "contract", "address", "event_type")
 # Forms sent by existing Time Bank clients: {"type": ..., <field>: value}.
 _LEGACY_FORMS = {"contract": ("contractId", "contract"), "user": ("address", "address"),
                  "event-type": ("eventType", "event_type")}
-_RESERVED_KEYS = {"since"}
+_RESERVED_KEYS = {"since"}  # subscribe options, not filter fields
 
 
 class FilterError(ValueError):
@@ -56,13 +56,23 @@ class Filter:
     def describe(self) -> dict[str, list[str]]:
         return {name: sorted(self.values(name)) for name in FIELDS if self.values(name)}
 
+    def as_match(self) -> dict[str, frozenset[str]]:
+        """The named fields and their accepted values (what the store filters a replay by)."""
+        return {name: self.values(name) for name in FIELDS if self.values(name)}
 
-def _as_values(name: str, raw: Any) -> list[str]:
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequest:
+    filter: Filter
+    since: int | None  # None: live only ("now")
+
+
+def _as_values(name: str, raw: Any, max_values: int) -> list[str]:
     values = raw if isinstance(raw, list) else [raw]
     if not values:
         raise FilterError("invalid_filter", f"{name} needs at least one value")
-    if len(values) > MAX_VALUES_PER_FIELD:
-        raise FilterError("too_many_values", f"{name} takes at most {MAX_VALUES_PER_FIELD} values")
+    if len(values) > max_values:
+        raise FilterError("too_many_values", f"{name} takes at most {max_values} values")
     if not all(isinstance(v, str) for v in values):
         raise FilterError("invalid_filter", f"{name} values must be strings")
     return values
@@ -100,21 +110,30 @@ def _fields_of(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {name: raw[legacy_key]}
 
 
-def parse_filter(raw: Any) -> Filter:
-    """Validate a client's subscribe payload into a Filter, or raise FilterError with a code."""
-    if not isinstance(raw, Mapping):
-        raise FilterError("invalid_filter", "subscribe takes an object, e.g. {\"contract\": \"SP….name\"}")
-    since = raw.get("since", "now")
-    if since != "now":
-        raise FilterError("unsupported", "replay from a cursor (since) is not available on this server; "
-                          "omit since or send \"now\"")
+def _parse_since(raw: Any) -> int | None:
+    if raw == "now":
+        return None
+    # bool is an int in Python; a cursor is not.
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise FilterError("invalid_since", "since is a cursor (an integer >= 0) or \"now\"")
+    return raw
+
+
+def parse_filter(raw: Mapping[str, Any], max_values: int = DEFAULT_MAX_VALUES) -> Filter:
     fields = _fields_of(raw)
     unknown = sorted(set(fields) - set(FIELDS))
     if unknown:
         raise FilterError("invalid_filter", f"unknown filter field(s) {unknown}; known: {list(FIELDS)}")
-    parsed = {name: frozenset(_validate(name, v) for v in _as_values(name, raw_values))
+    parsed = {name: frozenset(_validate(name, v) for v in _as_values(name, raw_values, max_values))
               for name, raw_values in fields.items()}
     return Filter(**parsed)
+
+
+def parse_subscribe(raw: Any, max_values: int = DEFAULT_MAX_VALUES) -> SubscribeRequest:
+    """Validate a client's subscribe payload, or raise FilterError with a machine-readable code."""
+    if not isinstance(raw, Mapping):
+        raise FilterError("invalid_filter", "subscribe takes an object, e.g. {\"contract\": \"SP….name\"}")
+    return SubscribeRequest(parse_filter(raw, max_values), _parse_since(raw.get("since", "now")))
 
 
 Key = tuple[str, str]  # (socket id, subscription id)
@@ -125,10 +144,10 @@ class SubscriptionRegistry:
     _by_socket: dict[str, dict[str, Filter]] = field(default_factory=dict)
     _index: dict[tuple[str, str], set[Key]] = field(default_factory=dict)
     _firehose: set[Key] = field(default_factory=set)
-    _ids: Iterable[int] = field(default_factory=lambda: itertools.count(1))
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def add(self, sid: str, subscription: Filter) -> str:
-        sub_id = f"sub-{next(iter(self._ids))}"
+        sub_id = f"sub-{next(self._ids)}"
         self._by_socket.setdefault(sid, {})[sub_id] = subscription
         for index_key in self._index_keys(subscription):
             self._index.setdefault(index_key, set()).add((sid, sub_id))
@@ -164,14 +183,19 @@ class SubscriptionRegistry:
     def subscription_count(self) -> int:
         return sum(len(subs) for subs in self._by_socket.values())
 
-    def audience(self, event: Mapping[str, Any]) -> set[str]:
-        """Socket ids with at least one subscription matching the event (each socket once)."""
-        sids: set[str] = set()
+    def matches(self, event: Mapping[str, Any]) -> dict[str, list[str]]:
+        """For each socket with a matching subscription, the ids of all its matching subscriptions."""
+        found: dict[str, list[str]] = {}
+        seen: set[Key] = set()
         for candidates in self._candidate_sets(event):
-            for sid, sub_id in candidates:
-                if sid not in sids and self._by_socket[sid][sub_id].matches(event):
-                    sids.add(sid)
-        return sids
+            for key in candidates:
+                if key in seen:
+                    continue
+                seen.add(key)
+                sid, sub_id = key
+                if self._by_socket[sid][sub_id].matches(event):
+                    found.setdefault(sid, []).append(sub_id)
+        return found
 
     def _candidate_sets(self, event: Mapping[str, Any]) -> Iterable[set[Key]]:
         lookups = [("tx_hash", event["tx_hash"]), ("contract", event["contract_id"]),

@@ -1,0 +1,46 @@
+"""Synthetic Chainhook v1 payloads of any size, shaped like the real fixtures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .expected import MONSTERS
+
+SENDER = "ST16GEW6P7GBGZG0PXRXFJEMR3TJHJEY2HHFN76M2"
+RECIPIENT = "ST221Z6TDTC5E0BYR2V624Q2ST6R0Q71T78WTAX6H"
+
+
+def _uint(n: int) -> str:
+    return "0x01" + n.to_bytes(16, "big").hex()
+
+
+def synthetic_block(height: int, events: int, *, padding: int = 0, contract: str = MONSTERS) -> dict[str, Any]:
+    """One block with one contract call carrying ``events`` print events (plus ``padding`` bytes each)."""
+    receipt = []
+    for index in range(events):
+        data: dict[str, Any] = {"contract_identifier": contract, "topic": "print", "raw_value": _uint(index)}
+        if padding:
+            data["note"] = "x" * padding
+        receipt.append({"type": "SmartContractEvent", "position": {"index": index}, "data": data})
+    return {
+        "block_identifier": {"index": height, "hash": f"0x{height:064x}"},
+        "parent_block_identifier": {"index": height - 1, "hash": f"0x{height - 1:064x}"},
+        "timestamp": 1_730_000_000 + height,
+        "metadata": {},
+        "transactions": [{
+            "transaction_identifier": {"hash": f"0x{height:062x}aa"},
+            "operations": [],
+            "metadata": {
+                "success": True, "sender": SENDER, "result": "(ok true)", "fee": 1000, "nonce": 1,
+                "position": {"index": 0}, "raw_tx": "0x",
+                "kind": {"type": "ContractCall", "data": {"contract_identifier": contract, "method": "emit",
+                                                           "args": []}},
+                "receipt": {"events": receipt, "mutated_contracts_radius": [], "mutated_assets_radius": []},
+            },
+        }],
+    }
+
+
+def synthetic_payload(height: int, events: int, **options: Any) -> dict[str, Any]:
+    return {"apply": [synthetic_block(height, events, **options)], "rollback": [],
+            "chainhook": {"uuid": "synthetic", "predicate": {"scope": "block_height"}, "is_streaming_blocks": True}}

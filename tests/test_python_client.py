@@ -1,0 +1,144 @@
+"""timebank_realtime.client over a real server: every change once, in order, across failures."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+
+from timebank_realtime.client import SubscriptionRefused, TimebankClient
+
+from .conftest import Serve, eventually, load_fixture, post_webhook, url_of
+from .expected import MONSTERS
+from .processes import ServiceProcess
+from .tcp_proxy import TcpProxy
+
+NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
+
+
+def block(number: int) -> dict[str, Any]:
+    payload = copy.deepcopy(load_fixture(NFT))
+    payload["apply"][0]["block_identifier"] = {"index": 300_000 + number, "hash": f"0x{number:064x}"}
+    return payload
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, dict[str, Any]]] = []
+
+    async def __call__(self, kind: str, change: dict[str, Any]) -> None:
+        self.changes.append((kind, change))
+
+    @property
+    def cursors(self) -> list[int]:
+        return [change["cursor"] for _, change in self.changes]
+
+
+async def matching_cursors(db: asyncpg.Connection, where: str, *args: Any) -> list[int]:
+    rows = await db.fetch(f'SELECT c."cursor" FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id '
+                          f'WHERE {where} ORDER BY 1', *args)
+    return [r["cursor"] for r in rows]
+
+
+@pytest.fixture
+async def proxy(server: TestServer) -> AsyncIterator[TcpProxy]:
+    tcp = await TcpProxy(server.port).start()  # type: ignore[arg-type]
+    yield tcp
+    await tcp.close()
+
+
+async def deliver_blocks(http: aiohttp.ClientSession, url: str, numbers: range, pause: float = 0.03) -> None:
+    for number in numbers:
+        status, _ = await post_webhook(http, url, block(number))
+        assert status == 200
+        await asyncio.sleep(pause)
+
+
+async def test_client_replays_then_follows_live(server: TestServer, http: aiohttp.ClientSession,
+                                                db: asyncpg.Connection) -> None:
+    await deliver_blocks(http, url_of(server), range(3), pause=0)
+    prints, everything = Recorder(), Recorder()
+    async with TimebankClient(url_of(server)) as client:
+        await client.subscribe({"event_type": "print_event"}, prints, since=0)
+        await client.subscribe({}, everything, since=5)
+        await deliver_blocks(http, url_of(server), range(3, 5), pause=0)
+        await eventually(lambda: len(everything.changes) == 20)
+        assert prints.cursors == await matching_cursors(db, "event_type = 'print_event'")
+        assert everything.cursors == list(range(6, 26))
+
+
+async def test_kill_the_connection_mid_stream_loses_and_repeats_nothing(
+        server: TestServer, proxy: TcpProxy, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    recorder = Recorder()
+    client = TimebankClient(proxy.url, backoff_initial=0.05, backoff_max=0.5)
+    await client.start()
+    await client.subscribe({"contract": MONSTERS}, recorder, since=0)
+    delivering = asyncio.create_task(deliver_blocks(http, url_of(server), range(40)))
+    for _ in range(4):
+        await asyncio.sleep(0.25)
+        assert proxy.cut() > 0
+    await delivering
+    expected = await matching_cursors(db, "contract_id = $1", MONSTERS)
+    assert len(expected) == 160
+    await eventually(lambda: len(recorder.changes) >= len(expected), within=30)
+    await asyncio.sleep(0.5)
+    await client.close()
+    assert recorder.cursors == expected
+    assert client.connections >= 3
+
+
+async def test_restart_the_server_process_loses_and_repeats_nothing(
+        tmp_path: Path, server: TestServer, database_url: str, http: aiohttp.ClientSession,
+        db: asyncpg.Connection) -> None:
+    node = ServiceProcess(tmp_path / "node-1.log", DATABASE_URL=database_url)
+    await node.wait_ready()
+    recorder = Recorder()
+    client = TimebankClient(node.url, backoff_initial=0.1, backoff_max=1.0)
+    try:
+        await client.start()
+        await client.subscribe({}, recorder, since=0)
+        # Deliveries keep arriving through another node while this one dies and comes back.
+        delivering = asyncio.create_task(deliver_blocks(http, url_of(server), range(30), pause=0.05))
+        await asyncio.sleep(0.4)
+        node.kill()
+        await asyncio.sleep(0.5)
+        node.stop()
+        node = ServiceProcess(tmp_path / "node-2.log", port=node.port, DATABASE_URL=database_url)
+        await node.wait_ready()
+        await delivering
+        await eventually(lambda: len(recorder.changes) == 150, within=30)
+        await asyncio.sleep(0.5)
+        assert recorder.cursors == list(range(1, 151))
+        assert client.connections >= 2
+    finally:
+        await client.close()
+        node.stop()
+
+
+async def test_refused_subscription_raises_with_its_code(server: TestServer, db: asyncpg.Connection) -> None:
+    async with TimebankClient(url_of(server)) as client:
+        with pytest.raises(SubscriptionRefused) as refused:
+            await client.subscribe({"event_type": "print_event"}, Recorder(), since=99)
+        assert refused.value.code == "cursor_in_future"
+
+
+async def test_rollbacks_reach_the_subscription_they_match(server: TestServer, http: aiohttp.ClientSession,
+                                                           db: asyncpg.Connection, serve: Serve) -> None:
+    recorder = Recorder()
+    async with TimebankClient(url_of(server)) as client:
+        await client.subscribe({"event_type": "nft_mint_event"}, recorder)
+        payload = load_fixture(NFT)
+        await post_webhook(http, url_of(server), payload)
+        reorg = copy.deepcopy(payload)
+        reorg["rollback"], reorg["apply"] = reorg["apply"], []
+        await post_webhook(http, url_of(server), reorg)
+        await eventually(lambda: len(recorder.changes) == 2)
+    assert [kind for kind, _ in recorder.changes] == ["event", "rollback"]
+    assert recorder.changes[1][1]["canonical"] is False

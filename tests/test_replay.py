@@ -1,0 +1,217 @@
+"""Replay from a cursor, the gap-free handoff to live, heartbeats and slow consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+
+from timebank_realtime.app import HUB
+
+from .conftest import Listener, Serve, eventually, load_fixture, post_webhook, settle, url_of
+from .expected import FREDDIE, MONSTERS
+from .payloads import synthetic_payload
+
+OpenListener = Callable[..., Awaitable[Listener]]
+ARKADIKO = "v1-stacks-print-event-arkadiko-mainnet-2023.json"
+NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
+
+
+async def all_cursors(db: asyncpg.Connection, where: str = "TRUE", *args: Any) -> list[int]:
+    rows = await db.fetch(f'SELECT c."cursor" FROM chainhook_changes c JOIN chainhook_events e '
+                          f'ON e.id = c.event_id WHERE {where} ORDER BY 1', *args)
+    return [r["cursor"] for r in rows]
+
+
+async def test_since_replays_matching_changes_then_eose_then_live(
+        server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, listener: OpenListener) -> None:
+    await post_webhook(http, url_of(server), load_fixture(ARKADIKO))  # cursors 1-6
+    await post_webhook(http, url_of(server), load_fixture(NFT))       # cursors 7-11
+    await eventually(lambda: server.app[HUB].cursor == 11)
+    client = await listener(url_of(server))
+    ack = await client.subscribe({"contract": FREDDIE, "since": 1})
+    assert (ack["ok"], ack["cursor"]) == (True, 11)
+    await eventually(lambda: bool(client.markers("eose")))
+    assert client.markers("eose") == [{"id": ack["id"], "cursor": 11}]
+    assert client.cursors == await all_cursors(db, "contract_id = $1 AND c.\"cursor\" > 1", FREDDIE)
+    assert client.cursors == [3, 4]  # cursor 1 (the contract call) is not after since=1
+
+    await post_webhook(http, url_of(server), load_fixture("v1-stacks-regtest-stx-lock-event.json"))
+    reorg = load_fixture(ARKADIKO)
+    reorg["rollback"], reorg["apply"] = reorg["apply"], []
+    await post_webhook(http, url_of(server), reorg)
+    await eventually(lambda: len(client.received) == 5)
+    kinds = [kind for kind, _ in client.timeline if kind != "heartbeat"]
+    assert kinds == ["event", "event", "eose", "rollback", "rollback", "rollback"]
+    assert client.cursors == sorted(client.cursors)
+
+
+async def test_since_zero_and_old_cursors_replay_from_the_start(
+        server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, listener: OpenListener) -> None:
+    await post_webhook(http, url_of(server), load_fixture(NFT))
+    client = await listener(url_of(server))
+    ack = await client.subscribe({"since": 0})
+    await eventually(lambda: bool(client.markers("eose")))
+    assert client.cursors == [1, 2, 3, 4, 5]
+    assert client.markers("eose")[0] == {"id": ack["id"], "cursor": 5}
+
+
+async def test_since_now_is_live_only_and_still_ends_with_eose(
+        server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, listener: OpenListener) -> None:
+    await post_webhook(http, url_of(server), load_fixture(NFT))
+    await eventually(lambda: server.app[HUB].cursor == 5)
+    client = await listener(url_of(server))
+    ack = await client.subscribe({"since": "now"})
+    await eventually(lambda: bool(client.markers("eose")))
+    assert client.received == []
+    assert client.markers("eose")[0]["cursor"] == ack["cursor"]
+
+
+async def test_a_cursor_from_the_future_is_refused(server: TestServer, http: aiohttp.ClientSession,
+                                                   db: asyncpg.Connection, listener: OpenListener) -> None:
+    await post_webhook(http, url_of(server), load_fixture(NFT))
+    client = await listener(url_of(server))
+    ack = await client.subscribe({"since": 6})
+    assert ack["error"]["code"] == "cursor_in_future"
+    assert (await client.subscribe({"since": 5}))["ok"]
+
+
+async def test_handoff_during_a_10k_replay_has_no_gap_and_no_duplicate(
+        serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection, listener: OpenListener) -> None:
+    server = await serve(replay_batch_size=500, slow_consumer_backlog=100_000)
+    for block in range(3):
+        status, _ = await post_webhook(http, url_of(server), synthetic_payload(1000 + block, 3500))
+        assert status == 200
+    backlog = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+    assert backlog >= 10_000
+    client = await listener(url_of(server))
+    firehose = await listener(url_of(server))
+    live_from = (await firehose.subscribe({}))["cursor"]
+
+    async def keep_delivering() -> None:
+        for block in range(25):
+            status, _ = await post_webhook(http, url_of(server), synthetic_payload(2000 + block, 20))
+            assert status == 200
+
+    delivering = asyncio.create_task(keep_delivering())
+    await asyncio.sleep(0.05)
+    ack = await client.subscribe({"since": 0, "contract": MONSTERS})
+    await delivering
+    total = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+    await eventually(lambda: len(client.received) == total, within=60)
+    await settle()
+    assert client.cursors == list(range(1, total + 1))
+    eose = client.markers("eose")
+    assert len(eose) == 1 and eose[0]["id"] == ack["id"]
+    position = [kind for kind, _ in client.timeline].index("eose")
+    assert client.timeline[position - 1][1]["cursor"] == eose[0]["cursor"]
+    # A live-only subscriber gets everything after its ack's cursor, whatever the replay next to it does.
+    assert firehose.cursors == list(range(live_from + 1, total + 1))
+
+
+async def test_heartbeat_carries_cursor_and_chain_tip(serve: Serve, http: aiohttp.ClientSession,
+                                                      db: asyncpg.Connection, listener: OpenListener) -> None:
+    server = await serve(heartbeat_seconds=0.2)
+    await post_webhook(http, url_of(server), load_fixture(NFT))
+    client = await listener(url_of(server))
+    await eventually(lambda: any(beat["cursor"] == 5 for beat in client.markers("heartbeat")))
+    beat = client.markers("heartbeat")[-1]
+    assert beat["tip"]["block_height"] == 112195
+    assert beat["tip"]["block_hash"] == "0x4dc6cdb7defffdecb88322dee98da95038d25fd3c066bb4f78562563ce5418b8"
+    assert beat["tip"]["last_delivery_at"] is not None
+    assert beat["server_time"]
+
+
+class StalledReader:
+    """A raw Engine.IO websocket client that subscribes and then stops reading, with a tiny receive
+    buffer so that the server's writes back up quickly."""
+
+    def __init__(self) -> None:
+        self.session: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+
+    @staticmethod
+    def _small_socket(addr_info: Any) -> socket.socket:
+        family, kind, proto, _, _ = addr_info
+        sock = socket.socket(family=family, type=kind, proto=proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        return sock
+
+    async def open(self, url: str) -> None:
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=self._small_socket))
+        self.ws = await self.session.ws_connect(url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+                                                max_msg_size=0)
+        assert (await self.ws.receive_str()).startswith("0")       # engine.io open
+        await self.ws.send_str("40")                                 # socket.io connect
+        assert (await self.ws.receive_str()).startswith("40")
+        await self.ws.send_str('420["subscribe",{}]')
+        assert (await self.ws.receive_str()).startswith("430")      # the ack; now we stop reading
+
+    async def drain_for_resync(self) -> dict[str, Any] | None:
+        """Read everything that was queued for us; return the resync message if there was one."""
+        assert self.ws is not None
+        while True:
+            message = await asyncio.wait_for(self.ws.receive(), 30)
+            if message.type != aiohttp.WSMsgType.TEXT:
+                return None
+            text = message.data
+            if text == "2":
+                await self.ws.send_str("3")
+            elif text.startswith('42["chainhook:resync"'):
+                payload: dict[str, Any] = json.loads(text[2:])[1]
+                return payload
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.session is not None:
+            await self.session.close()
+
+
+async def test_slow_consumer_gets_resync_and_others_are_unaffected(
+        serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection, listener: OpenListener) -> None:
+    server = await serve(slow_consumer_backlog=200, socket_ping_interval_seconds=25)
+    healthy = await listener(url_of(server))
+    await healthy.subscribe({})
+    stalled = StalledReader()
+    await stalled.open(url_of(server))
+    try:
+        for block in range(6):
+            status, _ = await post_webhook(http, url_of(server), synthetic_payload(3000 + block, 1000, padding=1500))
+            assert status == 200
+        total = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+        await eventually(lambda: len(healthy.received) == total, within=60)
+        assert healthy.cursors == list(range(1, total + 1))
+        resync = await stalled.drain_for_resync()
+        assert resync is not None
+        assert 0 < resync["cursor"] < total
+        assert list(resync["subscriptions"].values()) == [resync["cursor"]]
+        assert "behind" in resync["reason"]
+    finally:
+        await stalled.close()
+    # The stalled connection was dropped; the healthy one is still there.
+    await eventually(lambda: len(server.app[HUB].sessions) == 1, within=30)
+    assert healthy.client.connected
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_overlapping_subscriptions_with_replay_deliver_each_live_change_once(
+        transport: str, server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection,
+        listener: OpenListener) -> None:
+    await post_webhook(http, url_of(server), load_fixture(ARKADIKO))
+    client = await listener(url_of(server), transport)
+    await client.subscribe({"event_type": "print_event"})
+    await client.subscribe({"contract": FREDDIE, "since": 0})
+    await eventually(lambda: len(client.markers("eose")) == 2)
+    await post_webhook(http, url_of(server), synthetic_payload(4000, 3, contract=FREDDIE))
+    await eventually(lambda: len(client.received) >= 3 + 3)
+    await settle()
+    live = [c for c in client.cursors if c > 6]
+    assert live == [7, 8, 9, 10]  # the contract call and three prints, each once

@@ -1,0 +1,62 @@
+"""Optional client authentication: HS256 JWTs minted by an application backend (pure).
+
+Claims we read: ``exp`` (required), ``sub`` (logged), and ``scope``: an object mapping filter
+fields (``contract``, ``address``, ``event_type``, ``tx_hash``) to the values the holder may
+subscribe to. A subscription is allowed when, for every field in the scope, it names that field
+and only allowed values. No scope: any subscription.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .subscriptions import FIELDS, Filter, FilterError, parse_filter
+
+
+class AuthError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    subject: str | None
+    expires_at: float
+    scope: Filter | None
+
+    def permits(self, requested: Filter) -> bool:
+        if self.scope is None:
+            return True
+        for name in FIELDS:
+            allowed = self.scope.values(name)
+            if allowed and not (requested.values(name) and requested.values(name) <= allowed):
+                return False
+        return True
+
+
+def verify_token(token: Any, secret: str) -> Grant:
+    if not isinstance(token, str) or not token:
+        raise AuthError("token_required", "this server requires auth: {\"token\": <JWT>} to connect")
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token_expired", "the token has expired; fetch a new one") from None
+    except jwt.InvalidTokenError as error:
+        raise AuthError("token_invalid", f"the token was refused: {error}") from None
+    return Grant(subject=claims.get("sub"), expires_at=float(claims["exp"]), scope=_scope(claims.get("scope")))
+
+
+def _scope(raw: Any) -> Filter | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise AuthError("token_invalid", "the token's scope claim must be an object")
+    try:
+        return parse_filter(raw, max_values=10_000)
+    except FilterError as error:
+        raise AuthError("token_invalid", f"the token's scope is invalid: {error.message}") from None

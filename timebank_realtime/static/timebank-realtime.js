@@ -1,0 +1,127 @@
+// timebank-realtime browser helper (ES module), served by the service at /client/timebank-realtime.js.
+//
+// Every change exactly once, in cursor order, across reconnects and page reloads: the last cursor of
+// each subscription is kept in localStorage, and on every (re)connect the subscription is renewed
+// with `since` = that cursor; anything already seen is dropped.
+//
+//   import { io } from "/path/to/socket.io.esm.min.js";            // socket.io-client 4.x
+//   import { createTimebankClient } from "/client/timebank-realtime.js";
+//   const client = createTimebankClient({ io, url: "https://realtime.example" });
+//   await client.subscribe({ type: "user", address: "SP…" }, (kind, change) => render(kind, change),
+//                          { key: "my-wallet" });
+
+const FIELDS = ["tx_hash", "contract", "address", "event_type"];
+const LEGACY = { contract: ["contractId", "contract"], user: ["address", "address"], "event-type": ["eventType", "event_type"] };
+
+function normalizeFilter(raw) {
+  let fields = raw;
+  if (raw.type !== undefined) {
+    const form = LEGACY[raw.type];
+    if (!form) throw new Error(`unknown subscription type ${raw.type}`);
+    fields = { [form[1]]: raw[form[0]] };
+  }
+  const filter = {};
+  for (const name of FIELDS) {
+    if (fields[name] !== undefined) filter[name] = new Set([].concat(fields[name]).map((v) => (name === "tx_hash" ? v.toLowerCase() : v)));
+  }
+  return filter;
+}
+
+function matches(filter, change) {
+  if (filter.tx_hash && !filter.tx_hash.has(change.tx_hash)) return false;
+  if (filter.contract && !filter.contract.has(change.contract_id)) return false;
+  if (filter.event_type && !filter.event_type.has(change.event_type)) return false;
+  if (filter.address && !(change.affected_addresses || []).some((a) => filter.address.has(a))) return false;
+  return true;
+}
+
+function memoryStorage() {
+  const values = new Map();
+  return { getItem: (k) => (values.has(k) ? values.get(k) : null), setItem: (k, v) => values.set(k, String(v)) };
+}
+
+export function createTimebankClient({
+  io, url, token, transports = ["websocket", "polling"], storage = globalThis.localStorage ?? memoryStorage(),
+  storageKey = "timebank-realtime", backoffInitialMs = 500, backoffMaxMs = 15000, onHeartbeat, onError = console.error,
+}) {
+  const subscriptions = [];
+  let closed = false;
+  let failures = 0;
+  const socket = io(url, {
+    transports,
+    auth: (cb) => Promise.resolve(typeof token === "function" ? token() : token).then((t) => cb(t ? { token: t } : {})),
+    randomizationFactor: 0.5, reconnectionDelay: backoffInitialMs, reconnectionDelayMax: backoffMaxMs,
+  });
+
+  const cursorKey = (sub) => `${storageKey}:${sub.key}`;
+  const saveCursor = (sub, cursor) => { sub.last = cursor; storage.setItem(cursorKey(sub), String(cursor)); };
+
+  function deliver(sub, kind, change) {
+    if (sub.last !== null && change.cursor <= sub.last) return;
+    saveCursor(sub, change.cursor);
+    try { sub.handler(kind, change); } catch (error) { onError(error); }
+  }
+
+  function route(sub, kind, change) {
+    const replayed = sub.ackCursor !== null && change.cursor <= sub.ackCursor;
+    if (sub.live || (sub.serverId !== null && replayed)) deliver(sub, kind, change);
+    else sub.buffer.push([kind, change]);
+  }
+
+  async function send(sub) {
+    sub.serverId = null; sub.ackCursor = null; sub.live = false; sub.buffer = [];
+    const since = sub.last !== null ? sub.last : sub.since;
+    const ack = await socket.timeout(10000).emitWithAck("subscribe", { ...sub.payload, since });
+    if (!ack.ok) throw Object.assign(new Error(`${ack.error.code}: ${ack.error.message}`), { code: ack.error.code });
+    sub.serverId = ack.id; sub.ackCursor = ack.cursor;
+    if (sub.last === null) saveCursor(sub, since === "now" ? ack.cursor : since);
+    const waiting = sub.buffer; sub.buffer = [];
+    for (const [kind, change] of waiting) route(sub, kind, change);
+  }
+
+  const onChange = (kind) => (change) => { for (const sub of subscriptions) if (matches(sub.filter, change)) route(sub, kind, change); };
+  socket.on("chainhook:event", onChange("event"));
+  socket.on("chainhook:rollback", onChange("rollback"));
+  socket.on("chainhook:eose", ({ id }) => {
+    for (const sub of subscriptions) {
+      if (sub.serverId !== id) continue;
+      const waiting = sub.buffer.sort((a, b) => a[1].cursor - b[1].cursor); sub.buffer = [];
+      for (const [kind, change] of waiting) deliver(sub, kind, change);
+      sub.live = true;
+    }
+  });
+  socket.on("chainhook:heartbeat", (beat) => onHeartbeat && onHeartbeat(beat));
+  socket.on("connect", async () => {
+    failures = 0;
+    for (const sub of [...subscriptions]) {
+      try { await send(sub); } catch (error) { onError(error); }
+    }
+  });
+  // socket.io-client reconnects by itself after network failures, but not after the server closed
+  // the connection (a resync, an expired token): reconnect then too, with backoff and jitter.
+  socket.on("disconnect", (reason) => {
+    if (closed || reason !== "io server disconnect") return;
+    const delay = Math.random() * Math.min(backoffMaxMs, backoffInitialMs * 2 ** failures++);
+    setTimeout(() => { if (!closed) socket.connect(); }, delay);
+  });
+
+  return {
+    socket,
+    async subscribe(payload, handler, { since = "now", key } = {}) {
+      const sub = {
+        key: key ?? JSON.stringify(payload), payload, filter: normalizeFilter(payload), handler, since,
+        last: null, serverId: null, ackCursor: null, live: false, buffer: [],
+      };
+      const stored = storage.getItem(cursorKey(sub));
+      if (stored !== null) sub.last = Number(stored);
+      subscriptions.push(sub);
+      if (socket.connected) await send(sub);
+      return sub;
+    },
+    async unsubscribe(sub) {
+      subscriptions.splice(subscriptions.indexOf(sub), 1);
+      if (socket.connected && sub.serverId) await socket.timeout(5000).emitWithAck("unsubscribe", { id: sub.serverId });
+    },
+    close() { closed = true; socket.close(); },
+  };
+}
