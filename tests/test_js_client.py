@@ -14,8 +14,11 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
+from timebank_realtime.app import HUB
+
 from .conftest import load_fixture, post_webhook, url_of
 from .expected import MONSTERS
+from .test_python_client import block
 
 JS_DIR = Path(__file__).parent / "js"
 NODE = shutil.which("node")
@@ -68,3 +71,36 @@ async def test_official_client_sees_validation_errors(server: TestServer, db: as
     lines = await run_js_client(url_of(server), "websocket", {"event_type": "nope"}, 0, nothing)
     assert lines[0]["message"]["ok"] is False
     assert lines[0]["message"]["error"]["code"] == "invalid_event_type"
+
+
+async def test_browser_helper_sees_every_change_once_across_server_disconnects(
+        server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, tmp_path: Path) -> None:
+    assert NODE is not None
+    async with http.get(url_of(server) + "/client/timebank-realtime.js") as response:
+        assert response.status == 200
+        assert response.content_type == "text/javascript"
+        helper = tmp_path / "timebank-realtime.mjs"
+        helper.write_bytes(await response.read())
+    await post_webhook(http, url_of(server), block(0))  # history to replay: cursors 1-5
+    process = await asyncio.create_subprocess_exec(
+        NODE, str(JS_DIR / "helper-client.mjs"), str(helper), url_of(server), json.dumps({}), "0", "100",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=JS_DIR)
+    assert process.stdout is not None
+    while json.loads(await asyncio.wait_for(process.stdout.readline(), 20))["kind"] != "ready":
+        pass
+    hub = server.app[HUB]
+    for number in range(1, 20):
+        status, _ = await post_webhook(http, url_of(server), block(number))
+        assert status == 200
+        if number % 5 == 0:
+            # The server drops the socket (as on a resync or an expired token); the helper must resume.
+            for sid in list(hub.sessions):
+                await hub.sio.disconnect(sid)
+        await asyncio.sleep(0.03)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert process.returncode == 0, (lines[-5:], err.decode())
+    changes = [line for line in lines if line["kind"] in ("event", "rollback")]
+    assert [c["cursor"] for c in changes] == list(range(1, 101))
+    assert changes[-1]["stored"] == "100"  # the cursor kept in storage follows what was delivered
+    assert sum(1 for line in lines if line["kind"] == "connected") >= 3  # it came back after disconnects

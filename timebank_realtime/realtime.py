@@ -240,11 +240,11 @@ class RealtimeHub:
     async def _hand_off(self, session: Session, subscription: Subscription) -> None:
         if not (self._still_open(session, subscription) and await self._flush_held(session, subscription)):
             return
+        # Live from the moment nothing is held, with no await in between. Every message sent for this
+        # subscription before eose is ordered by the client at eose; none of its own comes after.
+        subscription.live = True
+        session.note_sent(subscription.position)
         await self.sio.emit(EOSE, {"id": subscription.id, "cursor": subscription.position}, to=session.sid)
-        # Anything that arrived during the eose emit, then live with no await in between.
-        if await self._flush_held(session, subscription):
-            subscription.live = True
-            session.note_sent(subscription.position)
 
     # --- publishing ----------------------------------------------------------------------------------
 

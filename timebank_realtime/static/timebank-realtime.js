@@ -62,10 +62,18 @@ export function createTimebankClient({
     try { sub.handler(kind, change); } catch (error) { onError(error); }
   }
 
-  function route(sub, kind, change) {
-    const replayed = sub.ackCursor !== null && change.cursor <= sub.ackCursor;
-    if (sub.live || (sub.serverId !== null && replayed)) deliver(sub, kind, change);
+  // Replayed history (tagged with our subscription id, at most the ack's cursor) goes straight out;
+  // anything newer that arrives before eose waits, so that it can be put in cursor order.
+  function route(sub, kind, change, replayed) {
+    const history = replayed && sub.serverId !== null && change.cursor <= sub.ackCursor;
+    if (sub.live || history) deliver(sub, kind, change);
     else sub.buffer.push([kind, change]);
+  }
+
+  function goLive(sub) {
+    const waiting = sub.buffer.sort((a, b) => a[1].cursor - b[1].cursor); sub.buffer = [];
+    for (const [kind, change] of waiting) deliver(sub, kind, change);
+    sub.live = true;
   }
 
   async function send(sub) {
@@ -76,23 +84,34 @@ export function createTimebankClient({
     sub.serverId = ack.id; sub.ackCursor = ack.cursor;
     if (sub.last === null) saveCursor(sub, since === "now" ? ack.cursor : since);
     const waiting = sub.buffer; sub.buffer = [];
-    for (const [kind, change] of waiting) route(sub, kind, change);
+    for (const [kind, change] of waiting) route(sub, kind, change, false);
+    for (const [kind, change] of unclaimed.get(ack.id) ?? []) route(sub, kind, change, true);
+    unclaimed.delete(ack.id);
+    if (earlyEose.delete(ack.id)) goLive(sub);
   }
 
-  const onChange = (kind) => (change) => { for (const sub of subscriptions) if (matches(sub.filter, change)) route(sub, kind, change); };
+  // Tagged messages or an eose for a subscription whose ack we have not seen yet wait here.
+  const unclaimed = new Map();
+  const earlyEose = new Set();
+  const onChange = (kind) => (change) => {
+    const tag = change.subscription;
+    if (tag !== undefined) {
+      const owner = subscriptions.find((sub) => sub.serverId === tag);
+      if (owner) route(owner, kind, change, true);
+      else unclaimed.set(tag, [...(unclaimed.get(tag) ?? []), [kind, change]]);
+      return;
+    }
+    for (const sub of subscriptions) if (matches(sub.filter, change)) route(sub, kind, change, false);
+  };
   socket.on("chainhook:event", onChange("event"));
   socket.on("chainhook:rollback", onChange("rollback"));
   socket.on("chainhook:eose", ({ id }) => {
-    for (const sub of subscriptions) {
-      if (sub.serverId !== id) continue;
-      const waiting = sub.buffer.sort((a, b) => a[1].cursor - b[1].cursor); sub.buffer = [];
-      for (const [kind, change] of waiting) deliver(sub, kind, change);
-      sub.live = true;
-    }
+    const sub = subscriptions.find((s) => s.serverId === id);
+    if (sub) goLive(sub); else earlyEose.add(id);
   });
   socket.on("chainhook:heartbeat", (beat) => onHeartbeat && onHeartbeat(beat));
   socket.on("connect", async () => {
-    failures = 0;
+    failures = 0; unclaimed.clear(); earlyEose.clear();
     for (const sub of [...subscriptions]) {
       try { await send(sub); } catch (error) { onError(error); }
     }
