@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -138,9 +139,18 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def post_webhook(http: aiohttp.ClientSession, base_url: str, body: Any, *,
                        headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    data: Any = body if isinstance(body, bytes | str) else json.dumps(body).encode()
+    if isinstance(data, bytes) and len(data) > 1_000_000:
+        data = io.BytesIO(data)  # aiohttp warns that a large bytes body blocks the loop while it is sent
     async with http.post(base_url + WEBHOOK, data=data, headers=headers or {}) as response:
         return response.status, await response.json()
+
+
+async def close_http(client: socketio.AsyncClient) -> None:
+    """Engine.IO clients keep an HTTP session for reuse, even after a failed or dropped connection."""
+    http = client.eio.http
+    if http is not None and not http.closed:
+        await http.close()
 
 
 class Listener:
@@ -170,24 +180,20 @@ class Listener:
         return self
 
     async def close(self) -> None:
-        if not self.client.connected:
-            return
-        if self.client.transport() == "websocket":
+        if self.client.connected and self.client.transport() == "websocket":
             await self.client.disconnect()
-            return
-        # python-engineio's polling client would wait for its pending long-poll GET to time out
-        # (ping interval + timeout) before disconnect() returns. The close packet is sent either
-        # way; stop waiting for the stale GET instead.
-        read_loop = self.client.eio.read_loop_task
-        await self.client.eio.disconnect(abort=True)
-        if read_loop is not None:
-            read_loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await read_loop
-        await self.client.eio._reset()
-        http = self.client.eio.http
-        if http is not None and not http.closed:
-            await http.close()
+        elif self.client.connected:
+            # python-engineio's polling client would wait for its pending long-poll GET to time out
+            # (ping interval + timeout) before disconnect() returns. The close packet is sent either
+            # way; stop waiting for the stale GET instead.
+            read_loop = self.client.eio.read_loop_task
+            await self.client.eio.disconnect(abort=True)
+            if read_loop is not None:
+                read_loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await read_loop
+            await self.client.eio._reset()
+        await close_http(self.client)
 
     async def subscribe(self, subscription: Any) -> dict[str, Any]:
         ack: dict[str, Any] = await self.client.call("subscribe", subscription, timeout=5)

@@ -12,7 +12,7 @@ import socketio
 
 from timebank_realtime.app import HUB
 
-from .conftest import Listener, Serve, eventually, url_of
+from .conftest import Listener, Serve, close_http, eventually, url_of
 from .expected import ARKADIKO_USER, MONSTERS
 
 OpenListener = Callable[..., Awaitable[Listener]]
@@ -29,6 +29,7 @@ async def refused(url: str, auth: Any) -> Any:
     client.on("connect_error", lambda data: errors.append(data))
     with pytest.raises(socketio.exceptions.ConnectionError):
         await client.connect(url, transports=["websocket"], auth=auth, wait_timeout=5)
+    await close_http(client)
     return errors[0]
 
 

@@ -14,7 +14,7 @@ import pytest
 import socketio
 from aiohttp.test_utils import TestServer
 
-from .conftest import Listener, eventually, load_fixture, post_webhook, settle, url_of
+from .conftest import Listener, close_http, eventually, load_fixture, post_webhook, settle, url_of
 from .expected import ARKADIKO_USER, BNS, FREDDIE, MINTER, MONSTERS, NAKAMOTO, POX4, STACKERS
 
 OpenListener = Callable[..., Awaitable[Listener]]
@@ -238,9 +238,11 @@ async def test_foreign_origins_are_refused_unless_configured(serve: Any) -> None
     with pytest.raises(socketio.exceptions.ConnectionError):
         await client.connect(url_of(default), transports=["websocket"], headers={"Origin": "https://evil.example"},
                              wait_timeout=5)
+    await close_http(client)
     allowed = await serve(cors_allowed_origins=["https://app.timebank.example"])
     client = socketio.AsyncClient(reconnection=False)
     await client.connect(url_of(allowed), transports=["websocket"],
                          headers={"Origin": "https://app.timebank.example"}, wait_timeout=5)
     assert client.connected
     await client.disconnect()
+    await close_http(client)

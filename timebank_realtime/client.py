@@ -124,8 +124,7 @@ class TimebankClient:
 
     async def close(self) -> None:
         self._closed = True
-        if self._sio is not None and self._sio.connected:
-            await self._sio.disconnect()
+        await self._drop_client()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -188,9 +187,15 @@ class TimebankClient:
 
     async def _drop_client(self) -> None:
         sio, self._sio = self._sio, None
-        if sio is not None and sio.connected:
+        if sio is None:
+            return
+        if sio.connected:
             with contextlib.suppress(Exception):
                 await sio.disconnect()
+        # Engine.IO keeps its HTTP session for reuse; each connection of ours gets a new client.
+        http = sio.eio.http
+        if http is not None and not http.closed:
+            await http.close()
 
     async def _on_disconnect(self, *_reason: Any) -> None:
         self._disconnected.set()

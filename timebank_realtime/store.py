@@ -354,7 +354,11 @@ async def listen(dsn: str, callback: Callable[[str], None], *, connect_timeout: 
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
             callback(payload)
 
-        await conn.add_listener(NOTIFY_CHANNEL, on_notify)
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, on_notify)
+        except BaseException:
+            conn.terminate()  # cancelled or failed half-way: do not leave the connection behind
+            raise
         return conn
 
 

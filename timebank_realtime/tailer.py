@@ -80,8 +80,10 @@ class Tailer:
                 self._wake.clear()
         finally:
             self._listening = False
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(conn.close(), timeout=1)
+            except Exception:
+                conn.terminate()
 
     def _log_failure(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
