@@ -361,8 +361,3 @@ async def listen(dsn: str, callback: Callable[[str], None], *, connect_timeout: 
             raise
         return conn
 
-
-async def ping(conn: asyncpg.Connection) -> None:
-    async with _unavailable_as_domain_error():
-        await conn.fetchval("SELECT 1")
-

@@ -176,9 +176,6 @@ class SubscriptionRegistry:
             self.remove(sid, sub_id)
         return len(sub_ids)
 
-    def subscriptions_of(self, sid: str) -> dict[str, Filter]:
-        return dict(self._by_socket.get(sid, {}))
-
     @property
     def subscription_count(self) -> int:
         return sum(len(subs) for subs in self._by_socket.values())

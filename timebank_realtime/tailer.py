@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,17 +35,11 @@ class Tailer:
         self._batch_size = batch_size
         self._connect_timeout = connect_timeout
         self._wake = asyncio.Event()
-        self._listening = False
-        self.last_change_monotonic: float | None = None
 
     @property
     def cursor(self) -> int:
         """The last cursor handed to the publisher."""
         return self._cursor
-
-    @property
-    def listening(self) -> bool:
-        return self._listening
 
     async def run(self) -> None:
         """Run until cancelled; never returns on database trouble, only logs and reconnects."""
@@ -67,7 +60,6 @@ class Tailer:
             self._wake.set()
 
         conn.add_termination_listener(on_terminated)
-        self._listening = True
         logger.info("tailer listening from cursor %d", self._cursor)
         try:
             while True:
@@ -79,7 +71,6 @@ class Tailer:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
                 self._wake.clear()
         finally:
-            self._listening = False
             try:
                 await asyncio.wait_for(conn.close(), timeout=1)
             except Exception:
@@ -102,7 +93,6 @@ class Tailer:
                 return
             await self._publish(records)
             self._cursor = records[-1]["cursor"]
-            self.last_change_monotonic = time.monotonic()
             if len(records) < self._batch_size:
                 return
 
