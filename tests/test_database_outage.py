@@ -100,7 +100,7 @@ async def test_database_down_before_a_delivery(own_postgres: OwnPostgres, outage
 
 async def test_database_stopped_in_the_middle_of_a_delivery(own_postgres: OwnPostgres, outage_server: TestServer,
                                                             http: aiohttp.ClientSession) -> None:
-    # Hold the cursor row: the delivery inserts its rows, then waits for cursors, uncommitted.
+    # Hold the cursor row: the delivery's transaction starts and waits for it, uncommitted.
     blocker = await asyncpg.connect(own_postgres.dsn)
     await blocker.execute("BEGIN; SELECT * FROM chainhook_cursor FOR UPDATE")
     delivery = asyncio.create_task(post_webhook(http, url_of(outage_server), load_fixture(NFT)))

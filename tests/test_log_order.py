@@ -83,7 +83,7 @@ async def test_overlapping_deliveries_take_cursors_in_commit_order(
         listener: OpenListener) -> None:
     watcher = await listener(url_of(server))
     await watcher.subscribe({})
-    # Hold the cursor row so both deliveries do their row work and then queue for cursors.
+    # Hold the cursor row: both deliveries open their transaction and queue for it.
     blocker = await asyncpg.connect(database_url)
     transaction = blocker.transaction()
     await transaction.start()

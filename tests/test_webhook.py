@@ -30,6 +30,14 @@ async def changes(db: asyncpg.Connection) -> list[tuple[int, int, str]]:
     return [(r["cursor"], r["event_id"], r["change"]) for r in rows]
 
 
+async def assert_last_cursors_follow_the_log(db: asyncpg.Connection) -> None:
+    """Every event's last_cursor is the cursor of its newest change."""
+    wrong = await db.fetch('SELECT e.id, e.last_cursor, max(c."cursor") AS newest FROM chainhook_events e '
+                           'JOIN chainhook_changes c ON c.event_id = e.id GROUP BY e.id '
+                           'HAVING e.last_cursor <> max(c."cursor")')
+    assert wrong == []
+
+
 async def table_snapshot(db: asyncpg.Connection) -> tuple[Any, ...]:
     events = await db.fetch("SELECT id, canonical FROM chainhook_events ORDER BY id")
     return ([tuple(r) for r in events], await changes(db),
@@ -99,6 +107,8 @@ async def test_rollback_then_reapply_restores_the_same_rows(server: TestServer, 
     assert [c[2] for c in log] == ["apply"] * 5 + ["rollback"] * 5 + ["restore"] * 5
     # Rollbacks undo the newest event first.
     assert [c[1] for c in log[5:10]] == sorted(ids, reverse=True)
+    await assert_last_cursors_follow_the_log(db)
+    assert [r["last_cursor"] for r in await stored_rows(db)] == [11, 12, 13, 14, 15]
 
 
 async def test_reorg_moves_a_transaction_to_another_block(server: TestServer, http: aiohttp.ClientSession,
@@ -114,6 +124,7 @@ async def test_reorg_moves_a_transaction_to_another_block(server: TestServer, ht
     assert [(r["block_hash"][:4], r["canonical"]) for r in rows] == [("0x4d", False)] * 5 + [("0xab", True)] * 5
     # One delivery, one transaction: rollbacks take cursors before the applies.
     assert [c[2] for c in await changes(db)][5:] == ["rollback"] * 5 + ["apply"] * 5
+    await assert_last_cursors_follow_the_log(db)
 
 
 async def test_v2_delivery_is_stored_with_the_same_vocabulary(server: TestServer, http: aiohttp.ClientSession,

@@ -1,10 +1,11 @@
 """PostgreSQL: the only module that holds SQL. Pool, migrations, delivery writes and log reads.
 
-How cursor order equals commit order: a delivery does all its row work first, then, as its last
-step, increments the single ``chainhook_cursor`` row. That row lock is held until commit, so a
-second delivery cannot take cursors until the first has committed (or rolled back, in which case
-it reuses the same numbers). A tailer reading ``cursor > last`` therefore always sees a gapless
-prefix of the log and can never skip a change that commits later with a smaller cursor.
+How cursor order equals commit order: a delivery's first statement locks the single
+``chainhook_cursor`` row, and the lock is held until commit, so deliveries take cursors one after
+the other and commit in that order (one that rolls back leaves the numbers to the next). A tailer
+reading ``cursor > last`` therefore always sees a gapless prefix of the log and can never skip a
+change that commits later with a smaller cursor. Knowing its cursors up front, a delivery writes
+each row once, with ``last_cursor`` already set.
 """
 
 from __future__ import annotations
@@ -133,36 +134,55 @@ class DeliveryResult:
     last_cursor: int | None
 
 
+_LOCK_CURSOR_SQL = "SELECT last_cursor FROM chainhook_cursor FOR UPDATE"
+
+# Rows of the rolled-back blocks that are canonical, minus those this delivery applies again, newest
+# first (a reorg unwinds the chain), each taking the next cursor.
 _ROLLBACK_SQL = """
-UPDATE chainhook_events AS e SET canonical = FALSE
-WHERE e.block_hash = ANY($1::text[]) AND e.canonical
-  AND NOT EXISTS (
-      SELECT 1 FROM unnest($2::text[], $3::text[], $4::int[]) AS k(block_hash, tx_hash, event_index)
-      WHERE k.block_hash = e.block_hash AND k.tx_hash = e.tx_hash AND k.event_index = e.event_index)
-RETURNING e.id, e.block_height, e.tx_index, e.event_index
+WITH doomed AS (
+    SELECT e.id, row_number() OVER (ORDER BY e.block_height DESC, e.tx_index DESC, e.event_index DESC) AS n
+    FROM chainhook_events AS e
+    WHERE e.block_hash = ANY($1::text[]) AND e.canonical
+      AND NOT EXISTS (
+          SELECT 1 FROM unnest($2::text[], $3::text[], $4::int[]) AS k(block_hash, tx_hash, event_index)
+          WHERE k.block_hash = e.block_hash AND k.tx_hash = e.tx_hash AND k.event_index = e.event_index))
+UPDATE chainhook_events AS e SET canonical = FALSE, last_cursor = $5 + doomed.n
+FROM doomed WHERE e.id = doomed.id
+RETURNING e.id, e.last_cursor
 """
 
-_UPSERT_SQL = """
+_EXISTING_SQL = """
+SELECT e.id, e.block_hash, e.tx_hash, e.event_index, e.canonical
+FROM unnest($1::text[], $2::text[], $3::int[]) AS k(block_hash, tx_hash, event_index)
+JOIN chainhook_events AS e
+  ON e.block_hash = k.block_hash AND e.tx_hash = k.tx_hash AND e.event_index = k.event_index
+"""
+
+_INSERT_SQL = """
 INSERT INTO chainhook_events (tx_hash, block_height, block_hash, tx_index, event_index, contract_id,
                               event_type, event_data, affected_addresses, success, "timestamp",
-                              source_format)
+                              last_cursor, source_format)
 SELECT u.tx_hash, u.block_height, u.block_hash, u.tx_index, u.event_index, u.contract_id, u.event_type,
        u.event_data::jsonb, ARRAY(SELECT jsonb_array_elements_text(u.addresses::jsonb)), u.success,
-       u.ts, $12
+       u.ts, u.last_cursor, $13
 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::int[], $6::text[], $7::text[],
-            $8::text[], $9::text[], $10::bool[], $11::timestamptz[])
+            $8::text[], $9::text[], $10::bool[], $11::timestamptz[], $12::bigint[])
      AS u(tx_hash, block_height, block_hash, tx_index, event_index, contract_id, event_type,
-          event_data, addresses, success, ts)
-ON CONFLICT ON CONSTRAINT chainhook_events_natural_key
-DO UPDATE SET canonical = TRUE WHERE NOT chainhook_events.canonical
-RETURNING id, (xmax = 0) AS inserted, block_hash, tx_hash, event_index
+          event_data, addresses, success, ts, last_cursor)
+RETURNING id, last_cursor
 """
 
-_TAKE_CURSORS_SQL = """
-UPDATE chainhook_cursor SET last_cursor = last_cursor + $1 RETURNING last_cursor - $1
+_RESTORE_SQL = """
+UPDATE chainhook_events AS e SET canonical = TRUE, last_cursor = u.last_cursor
+FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_cursor) WHERE e.id = u.id
 """
 
 _RECORD_CHANGES_SQL = """
+INSERT INTO chainhook_changes ("cursor", event_id, change)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])
+"""
+
+_CHANGES_SQL = """
 INSERT INTO chainhook_changes ("cursor", event_id, change)
 SELECT $1 + u.ordinality, u.event_id, u.change
 FROM unnest($2::bigint[], $3::text[]) WITH ORDINALITY AS u(event_id, change, ordinality)
@@ -219,7 +239,7 @@ def _unique_rows(rows: Sequence[EventRow]) -> tuple[list[EventRow], int]:
     return list(seen.values()), len(rows) - len(seen)
 
 
-def _upsert_arguments(rows: Sequence[EventRow], source_format: str) -> list[Any]:
+def _insert_arguments(rows: Sequence[EventRow], cursors: Sequence[int], source_format: str) -> list[Any]:
     return [
         [_pg_safe(r.tx_hash) for r in rows],
         [r.block_height for r in rows],
@@ -232,8 +252,14 @@ def _upsert_arguments(rows: Sequence[EventRow], source_format: str) -> list[Any]
         [_jsonb_text(list(r.affected_addresses)) for r in rows],
         [r.success for r in rows],
         [r.timestamp for r in rows],
+        list(cursors),
         source_format,
     ]
+
+
+def _key_columns(rows: Sequence[EventRow]) -> list[list[Any]]:
+    return [[_pg_safe(r.block_hash) for r in rows], [_pg_safe(r.tx_hash) for r in rows],
+            [r.event_index for r in rows]]
 
 
 class EventStore:
@@ -262,46 +288,57 @@ class EventStore:
 
     async def _apply_in_transaction(self, conn: asyncpg.Connection, delivery: Delivery) -> DeliveryResult:
         rows, repeats = _unique_rows(delivery.events)
-        payload_position = {row.natural_key: position for position, row in enumerate(rows)}
         async with conn.transaction():
-            rolled_back = await self._roll_back(conn, delivery, rows)
-            # Inserted in payload (chain) order, so ids follow the chain within a delivery.
-            returned = await conn.fetch(_UPSERT_SQL, *_upsert_arguments(rows, delivery.format))
-            returned = sorted(returned, key=lambda r: payload_position[(r["block_hash"], r["tx_hash"],
-                                                                         r["event_index"])])
-            changes: list[tuple[int, str]] = [(event_id, "rollback") for event_id in rolled_back]
-            changes += [(r["id"], "apply" if r["inserted"] else "restore") for r in returned]
+            # First statement: from here to commit no other delivery can take cursors.
+            head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
+            rolled_back = await self._roll_back(conn, delivery, rows, head)
+            cursor = head + len(rolled_back)
+            existing = {(r["block_hash"], r["tx_hash"], r["event_index"]): r
+                        for r in await conn.fetch(_EXISTING_SQL, *_key_columns(rows))} if rows else {}
+            new_rows = [r for r in rows if r.natural_key not in existing]
+            # Cursors in payload (chain) order, whether a row is new or comes back after a rollback.
+            changed = [r for r in rows if r.natural_key not in existing or not existing[r.natural_key]["canonical"]]
+            cursor_of = {row.natural_key: cursor + n for n, row in enumerate(changed, start=1)}
+            inserted = await self._insert(conn, new_rows, cursor_of, delivery.format)
+            restored = [(existing[r.natural_key]["id"], cursor_of[r.natural_key])
+                        for r in changed if r.natural_key in existing]
+            if restored:
+                await conn.execute(_RESTORE_SQL, [r[0] for r in restored], [r[1] for r in restored])
+            changes = rolled_back + sorted(inserted + [(i, c, "restore") for i, c in restored], key=lambda c: c[1])
             last_cursor = await self._record_changes(conn, changes)
-        inserted = sum(1 for r in returned if r["inserted"])
         return DeliveryResult(
-            applied=inserted,
-            duplicates=repeats + len(rows) - len(returned),
+            applied=len(inserted),
+            duplicates=repeats + len(rows) - len(changed),
             rolled_back=len(rolled_back),
-            restored=len(returned) - inserted,
+            restored=len(restored),
             last_cursor=last_cursor,
         )
 
-    async def _roll_back(self, conn: asyncpg.Connection, delivery: Delivery, rows: list[EventRow]) -> list[int]:
+    async def _roll_back(self, conn: asyncpg.Connection, delivery: Delivery, rows: list[EventRow],
+                         head: int) -> list[tuple[int, int, str]]:
         if not delivery.rollback_block_hashes:
             return []
         hashes = sorted({_pg_safe(h) for h in delivery.rollback_block_hashes})
         # Rows this same delivery applies again stay canonical: the net effect is what counts.
         kept = [r for r in rows if r.block_hash in set(hashes)]
-        records = await conn.fetch(
-            _ROLLBACK_SQL, hashes, [r.block_hash for r in kept], [r.tx_hash for r in kept],
-            [r.event_index for r in kept],
-        )
-        # Undo newest first, as a reorg unwinds the chain.
-        records = sorted(records, key=lambda r: (r["block_height"], r["tx_index"], r["event_index"]), reverse=True)
-        return [r["id"] for r in records]
+        records = await conn.fetch(_ROLLBACK_SQL, hashes, *_key_columns(kept), head)
+        return sorted(((r["id"], r["last_cursor"], "rollback") for r in records), key=lambda c: c[1])
 
-    async def _record_changes(self, conn: asyncpg.Connection, changes: list[tuple[int, str]]) -> int | None:
+    async def _insert(self, conn: asyncpg.Connection, rows: list[EventRow], cursor_of: dict[Any, int],
+                      source_format: str) -> list[tuple[int, int, str]]:
+        if not rows:
+            return []
+        records = await conn.fetch(_INSERT_SQL, *_insert_arguments(rows, [cursor_of[r.natural_key] for r in rows],
+                                                                    source_format))
+        return [(r["id"], r["last_cursor"], "apply") for r in records]
+
+    async def _record_changes(self, conn: asyncpg.Connection, changes: list[tuple[int, int, str]]) -> int | None:
         if not changes:
             return None
-        # Last statement before commit: from here until commit this transaction holds the cursor row.
-        base: int = await conn.fetchval(_TAKE_CURSORS_SQL, len(changes))
-        await conn.execute(_RECORD_CHANGES_SQL, base, [c[0] for c in changes], [c[1] for c in changes])
-        last = base + len(changes)
+        await conn.execute(_RECORD_CHANGES_SQL, [c[1] for c in changes], [c[0] for c in changes],
+                           [c[2] for c in changes])
+        last = changes[-1][1]
+        await conn.execute("UPDATE chainhook_cursor SET last_cursor = $1", last)
         # Delivered to listeners only when (and if) this transaction commits.
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(last))
         return last
