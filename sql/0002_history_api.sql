@@ -16,3 +16,12 @@ DROP INDEX chainhook_events_tx_idx;
 CREATE INDEX chainhook_events_tx_cursor_idx ON chainhook_events (tx_hash, last_cursor);
 DROP INDEX chainhook_events_height_idx;
 CREATE INDEX chainhook_events_height_cursor_idx ON chainhook_events (block_height, last_cursor);
+
+-- One row per Chainhook (by uuid): what /api/status reports about deliveries.
+CREATE TABLE chainhook_deliveries (
+    chainhook_uuid    TEXT        PRIMARY KEY,
+    source_format     TEXT        NOT NULL CHECK (source_format IN ('v1', 'v2')),
+    last_block_height BIGINT,
+    last_delivery_at  TIMESTAMPTZ NOT NULL,
+    deliveries        BIGINT      NOT NULL
+);

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .embedded_db import start_embedded_postgres
+from .history import HistoryHandlers
 from .http_errors import json_errors
 from .migrations import load_migrations
+from .openapi import openapi_document
 from .realtime import RealtimeHub
 from .settings import Settings
 from .store import EventStore, apply_migrations, create_pool
@@ -97,10 +101,29 @@ async def _healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def _openapi_handler() -> Handler:
+    document = openapi_document()
+
+    async def serve(_request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    return serve
+
+
+@web.middleware
+async def _server_timing(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Server-Timing on every response: how long the server spent, for clients and the benchmark."""
+    started = time.perf_counter()
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+    return response
+
+
 def create_app(settings: Settings) -> web.Application:
     if settings.chainhook_webhook_secret is None:
         logger.warning("CHAINHOOK_WEBHOOK_SECRET is not set: the webhook accepts loopback clients only")
-    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[json_errors])
+    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[_server_timing, json_errors])
     app[SETTINGS] = settings
     hub = RealtimeHub(settings)
     app[HUB] = hub
@@ -112,5 +135,7 @@ def create_app(settings: Settings) -> web.Application:
                         make_webhook_handler(STORE, settings.chainhook_webhook_secret,
                                              settings.max_payload_bytes))
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/api/openapi.json", _openapi_handler())
+    app.router.add_routes(HistoryHandlers(STORE, HUB).routes())
     app.router.add_get("/client/timebank-realtime.js", _browser_client)
     return app

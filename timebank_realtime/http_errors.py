@@ -19,11 +19,9 @@ _CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, *, path: str | None = None) -> web.Response:
-    error: dict[str, str] = {"code": code, "message": message}
-    if path is not None:
-        error["path"] = path
-    return web.json_response({"error": error}, status=status)
+def error_response(status: int, code: str, message: str, **details: str) -> web.Response:
+    """``details`` name what was wrong, e.g. ``path`` (a JSON path) or ``param`` (a query parameter)."""
+    return web.json_response({"error": {"code": code, "message": message, **details}}, status=status)
 
 
 @web.middleware

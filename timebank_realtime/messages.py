@@ -15,6 +15,11 @@ RESYNC = "chainhook:resync"
 
 def event_message(record: Mapping[str, Any]) -> dict[str, Any]:
     """``chainhook:event``: the full row. An apply or a restore means the row is canonical now."""
+    return {**stored_event(record), "canonical": True}
+
+
+def stored_event(record: Mapping[str, Any]) -> dict[str, Any]:
+    """An event as the history API shows it; ``cursor`` is that of its newest change."""
     return {
         "id": record["id"],
         "cursor": record["cursor"],
@@ -29,7 +34,7 @@ def event_message(record: Mapping[str, Any]) -> dict[str, Any]:
         "affected_addresses": list(record["affected_addresses"]),
         "success": record["success"],
         "timestamp": record["timestamp"].isoformat(),
-        "canonical": True,
+        "canonical": record.get("canonical", True),
     }
 
 

@@ -71,6 +71,10 @@ class RealtimeHub:
         self.cursor = head
         self.tip = dict(tip)
 
+    @property
+    def connection_count(self) -> int:
+        return len(self.sessions)
+
     # --- lifecycle --------------------------------------------------------------------------------
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

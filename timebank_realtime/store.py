@@ -24,6 +24,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from .errors import DatabaseUnavailable, MigrationError
 from .migrations import Migration
 from .normalize import Delivery, EventRow
+from .queries import EventQuery
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,16 @@ UPDATE chainhook_events AS e SET canonical = TRUE, last_cursor = u.last_cursor
 FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_cursor) WHERE e.id = u.id
 """
 
+_RECORD_DELIVERY_SQL = """
+INSERT INTO chainhook_deliveries AS d (chainhook_uuid, source_format, last_block_height, last_delivery_at, deliveries)
+VALUES ($1, $2, $3, now(), 1)
+ON CONFLICT (chainhook_uuid) DO UPDATE
+SET source_format = EXCLUDED.source_format,
+    last_block_height = GREATEST(d.last_block_height, EXCLUDED.last_block_height),
+    last_delivery_at = EXCLUDED.last_delivery_at,
+    deliveries = d.deliveries + 1
+"""
+
 _RECORD_CHANGES_SQL = """
 INSERT INTO chainhook_changes ("cursor", event_id, change)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])
@@ -203,6 +214,34 @@ _MATCH_CONDITIONS = {
     "address": "e.affected_addresses && ${n}::text[]",
     "event_type": "e.event_type = ANY(${n}::text[])",
 }
+
+
+_EVENT_COLUMNS = (
+    'id, last_cursor AS "cursor", tx_hash, block_height, block_hash, tx_index, event_index, contract_id, '
+    'event_type, event_data, affected_addresses, success, "timestamp", canonical'
+)
+
+
+def _event_conditions(query: EventQuery) -> tuple[list[str], list[Any]]:
+    """WHERE clauses for a history query; every value is a bound parameter."""
+    wanted: list[tuple[str, Any]] = [
+        ("contract_id = {n}", query.contract),
+        ("affected_addresses @> ARRAY[{n}::text]", query.address),
+        ("event_type = ANY({n}::text[])", list(query.event_types) or None),
+        ("tx_hash = {n}", query.tx_hash),
+        ("block_height >= {n}", query.from_height),
+        ("block_height <= {n}", query.to_height),
+        ("success = {n}", query.success),
+        ("last_cursor > {n}", query.after),
+        ("last_cursor < {n}", query.before),
+    ]
+    conditions = [] if query.include_rolled_back else ["canonical"]
+    arguments: list[Any] = []
+    for template, value in wanted:
+        if value is not None:
+            arguments.append(value)
+            conditions.append(template.format(n=f"${len(arguments)}"))
+    return conditions, arguments
 
 
 def _pg_safe(text: str) -> str:
@@ -306,6 +345,8 @@ class EventStore:
                 await conn.execute(_RESTORE_SQL, [r[0] for r in restored], [r[1] for r in restored])
             changes = rolled_back + sorted(inserted + [(i, c, "restore") for i, c in restored], key=lambda c: c[1])
             last_cursor = await self._record_changes(conn, changes)
+            await conn.execute(_RECORD_DELIVERY_SQL, _pg_safe(delivery.chainhook_uuid), delivery.format,
+                               delivery.tip_height)
         return DeliveryResult(
             applied=len(inserted),
             duplicates=repeats + len(rows) - len(changed),
@@ -366,6 +407,40 @@ class EventStore:
         async with _unavailable_as_domain_error(), self._pool.acquire(timeout=self._acquire_timeout) as conn:
             records = await conn.fetch(query, *arguments)
         return [dict(r) for r in records]
+
+    # --- reads for the history API ------------------------------------------------------------------
+
+    async def _fetch(self, query: str, *arguments: Any) -> list[dict[str, Any]]:
+        async with _unavailable_as_domain_error(), self._pool.acquire(timeout=self._acquire_timeout) as conn:
+            return [dict(r) for r in await conn.fetch(query, *arguments)]
+
+    async def events_page(self, query: EventQuery) -> list[dict[str, Any]]:
+        """Up to ``query.limit + 1`` events in cursor order (the extra row says whether more exist)."""
+        conditions, arguments = _event_conditions(query)
+        direction = "DESC" if query.order == "desc" else "ASC"
+        arguments.append(query.limit + 1)
+        sql = (f"SELECT {_EVENT_COLUMNS} FROM chainhook_events WHERE {' AND '.join(conditions) or 'TRUE'} "
+               f"ORDER BY last_cursor {direction} LIMIT ${len(arguments)}")
+        return await self._fetch(sql, *arguments)
+
+    async def event_by_id(self, event_id: int) -> dict[str, Any] | None:
+        rows = await self._fetch(f"SELECT {_EVENT_COLUMNS} FROM chainhook_events WHERE id = $1", event_id)
+        return rows[0] if rows else None
+
+    async def transaction_events(self, tx_hash: str) -> list[dict[str, Any]]:
+        return await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM chainhook_events WHERE tx_hash = $1 "
+            "ORDER BY canonical DESC, block_height, event_index", tx_hash)
+
+    async def status(self) -> dict[str, Any]:
+        rows = await self._fetch(
+            "SELECT (SELECT count(*) FROM chainhook_events) AS events, "
+            "(SELECT count(*) FROM chainhook_events WHERE NOT canonical) AS rolled_back, "
+            "(SELECT last_cursor FROM chainhook_cursor) AS cursor")
+        deliveries = await self._fetch(
+            "SELECT chainhook_uuid, source_format, last_block_height, last_delivery_at, deliveries "
+            "FROM chainhook_deliveries ORDER BY last_delivery_at DESC")
+        return {**rows[0], "chainhooks": deliveries}
 
     async def chain_tip(self) -> dict[str, Any]:
         """Highest canonical block seen, and when the log last changed."""

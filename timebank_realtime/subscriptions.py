@@ -78,7 +78,8 @@ def _as_values(name: str, raw: Any, max_values: int) -> list[str]:
     return values
 
 
-def _validate(name: str, value: str) -> str:
+def validate_value(name: str, value: str) -> str:
+    """One filter value, checked and normalized (tx hashes lower-cased); FilterError otherwise."""
     try:
         if name == "contract":
             return validate_contract_id(value)
@@ -124,7 +125,7 @@ def parse_filter(raw: Mapping[str, Any], max_values: int = DEFAULT_MAX_VALUES) -
     unknown = sorted(set(fields) - set(FIELDS))
     if unknown:
         raise FilterError("invalid_filter", f"unknown filter field(s) {unknown}; known: {list(FIELDS)}")
-    parsed = {name: frozenset(_validate(name, v) for v in _as_values(name, raw_values, max_values))
+    parsed = {name: frozenset(validate_value(name, v) for v in _as_values(name, raw_values, max_values))
               for name, raw_values in fields.items()}
     return Filter(**parsed)
 

@@ -1,0 +1,98 @@
+"""Query parameters of GET /api/events, parsed and validated into an EventQuery (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .subscriptions import FilterError, validate_value
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+_SINGLE = ("contract", "address", "tx_hash", "from_height", "to_height", "success", "include_rolled_back",
+           "after", "before", "limit", "order")
+_REPEATABLE = ("event_type",)
+PARAMETERS = _SINGLE + _REPEATABLE
+
+
+class ParamError(ValueError):
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    contract: str | None = None
+    address: str | None = None
+    event_types: tuple[str, ...] = ()
+    tx_hash: str | None = None
+    from_height: int | None = None
+    to_height: int | None = None
+    success: bool | None = None
+    include_rolled_back: bool = False
+    after: int | None = None
+    before: int | None = None
+    limit: int = DEFAULT_LIMIT
+    order: Literal["asc", "desc"] = "asc"
+
+
+def _integer(param: str, raw: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    if not raw.isdigit() or len(raw) > 18:
+        raise ParamError(param, f"{raw!r} is not a whole number")
+    value = int(raw)
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ParamError(param, f"must be {bound}")
+    return value
+
+
+def _boolean(param: str, raw: str) -> bool:
+    if raw not in ("true", "false"):
+        raise ParamError(param, "must be true or false")
+    return raw == "true"
+
+
+def _filter_value(param: str, name: str, raw: str) -> str:
+    try:
+        return validate_value(name, raw)
+    except FilterError as error:
+        raise ParamError(param, error.message) from None
+
+
+def _single(params: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = params.get(name, [])
+    if len(values) > 1:
+        raise ParamError(name, "may be given once")
+    return values[0] if values else None
+
+
+def parse_event_query(params: Mapping[str, Sequence[str]]) -> EventQuery:
+    """``params``: every query parameter with all its values. Raises ParamError naming the parameter."""
+    for name in params:
+        if name not in PARAMETERS:
+            raise ParamError(name, f"unknown parameter; known: {', '.join(PARAMETERS)}")
+    raw = {name: _single(params, name) for name in _SINGLE}
+    order = raw["order"] or "asc"
+    if order not in ("asc", "desc"):
+        raise ParamError("order", "must be asc or desc")
+    query = EventQuery(
+        contract=_filter_value("contract", "contract", raw["contract"]) if raw["contract"] else None,
+        address=_filter_value("address", "address", raw["address"]) if raw["address"] else None,
+        event_types=tuple(_filter_value("event_type", "event_type", v) for v in params.get("event_type", [])),
+        tx_hash=_filter_value("tx_hash", "tx_hash", raw["tx_hash"]) if raw["tx_hash"] else None,
+        from_height=_integer("from_height", raw["from_height"]) if raw["from_height"] is not None else None,
+        to_height=_integer("to_height", raw["to_height"]) if raw["to_height"] is not None else None,
+        success=_boolean("success", raw["success"]) if raw["success"] is not None else None,
+        include_rolled_back=_boolean("include_rolled_back", raw["include_rolled_back"] or "false"),
+        after=_integer("after", raw["after"]) if raw["after"] is not None else None,
+        before=_integer("before", raw["before"]) if raw["before"] is not None else None,
+        limit=_integer("limit", raw["limit"], minimum=1, maximum=MAX_LIMIT) if raw["limit"] is not None
+        else DEFAULT_LIMIT,
+        order="desc" if order == "desc" else "asc",
+    )
+    if query.from_height is not None and query.to_height is not None and query.from_height > query.to_height:
+        raise ParamError("from_height", "must not be above to_height")
+    return query
