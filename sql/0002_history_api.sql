@@ -25,3 +25,6 @@ CREATE TABLE chainhook_deliveries (
     last_delivery_at  TIMESTAMPTZ NOT NULL,
     deliveries        BIGINT      NOT NULL
 );
+
+-- "The print events of my contract", the most common dApp question, without walking either index.
+CREATE INDEX chainhook_events_contract_type_cursor_idx ON chainhook_events (contract_id, event_type, last_cursor);

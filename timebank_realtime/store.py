@@ -224,10 +224,14 @@ _EVENT_COLUMNS = (
 
 def _event_conditions(query: EventQuery) -> tuple[list[str], list[Any]]:
     """WHERE clauses for a history query; every value is a bound parameter."""
+    single_type = query.event_types[0] if len(query.event_types) == 1 else None
+    several_types = list(query.event_types) if len(query.event_types) > 1 else None
     wanted: list[tuple[str, Any]] = [
         ("contract_id = {n}", query.contract),
         ("affected_addresses @> ARRAY[{n}::text]", query.address),
-        ("event_type = ANY({n}::text[])", list(query.event_types) or None),
+        # Equality lets the (event_type, last_cursor) index deliver rows already in cursor order.
+        ("event_type = {n}", single_type),
+        ("event_type = ANY({n}::text[])", several_types),
         ("tx_hash = {n}", query.tx_hash),
         ("block_height >= {n}", query.from_height),
         ("block_height <= {n}", query.to_height),
@@ -242,6 +246,17 @@ def _event_conditions(query: EventQuery) -> tuple[list[str], list[Any]]:
             arguments.append(value)
             conditions.append(template.format(n=f"${len(arguments)}"))
     return conditions, arguments
+
+
+
+def events_page_sql(query: EventQuery) -> tuple[str, ...]:
+    """The history query and its arguments (public so that the benchmark can EXPLAIN exactly it)."""
+    conditions, arguments = _event_conditions(query)
+    direction = "DESC" if query.order == "desc" else "ASC"
+    arguments.append(query.limit + 1)
+    sql = (f"SELECT {_EVENT_COLUMNS} FROM chainhook_events WHERE {' AND '.join(conditions) or 'TRUE'} "
+           f"ORDER BY last_cursor {direction} LIMIT ${len(arguments)}")
+    return (sql, *arguments)
 
 
 def _pg_safe(text: str) -> str:
@@ -416,12 +431,7 @@ class EventStore:
 
     async def events_page(self, query: EventQuery) -> list[dict[str, Any]]:
         """Up to ``query.limit + 1`` events in cursor order (the extra row says whether more exist)."""
-        conditions, arguments = _event_conditions(query)
-        direction = "DESC" if query.order == "desc" else "ASC"
-        arguments.append(query.limit + 1)
-        sql = (f"SELECT {_EVENT_COLUMNS} FROM chainhook_events WHERE {' AND '.join(conditions) or 'TRUE'} "
-               f"ORDER BY last_cursor {direction} LIMIT ${len(arguments)}")
-        return await self._fetch(sql, *arguments)
+        return await self._fetch(*events_page_sql(query))
 
     async def event_by_id(self, event_id: int) -> dict[str, Any] | None:
         rows = await self._fetch(f"SELECT {_EVENT_COLUMNS} FROM chainhook_events WHERE id = $1", event_id)

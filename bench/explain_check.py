@@ -1,0 +1,84 @@
+"""EXPLAIN every filter combination GET /api/events offers, on the generated data: no sequential scans.
+
+    .venv/bin/python bench/history_data.py        # once: 1M rows
+    .venv/bin/python bench/explain_check.py       # exits 1 if any plan scans the table
+
+Runs the exact SQL the API runs (store.events_page_sql), for all 64 combinations of the six filters,
+in both orders, first page and deep into the log; prints each plan's access path and timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from timebank_realtime.embedded_db import start_embedded_postgres
+from timebank_realtime.queries import EventQuery
+from timebank_realtime.store import events_page_sql
+
+FILTERS: dict[str, dict[str, Any]] = {
+    "contract": {"contract": "SP2C2YFP12AJZB4MABJBAJ55XECVS7E4PMMZ89YZR.contract-17"},
+    "address": {"address": "address"},  # replaced by a real address from the data
+    "event_type": {"event_types": ("ft_mint_event",)},
+    "tx_hash": {"tx_hash": "tx"},  # replaced by a real transaction hash
+    "height": {"from_height": 120_000, "to_height": 130_000},
+    "success": {"success": False},
+}
+
+
+def access_paths(plan: dict[str, Any]) -> list[str]:
+    found = [f"{plan['Node Type']}({plan.get('Index Name', plan.get('Relation Name', ''))})"]
+    for child in plan.get("Plans", []):
+        found += access_paths(child)
+    return [p for p in found if "Scan" in p]
+
+
+async def check(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    failures = 0
+    try:
+        rows = await conn.fetchval("SELECT count(*) FROM chainhook_events")
+        sample = await conn.fetchrow("SELECT tx_hash, affected_addresses[1] AS address FROM chainhook_events "
+                                     "WHERE id = 500000")
+        FILTERS["address"] = {"address": sample["address"]}
+        FILTERS["tx_hash"] = {"tx_hash": sample["tx_hash"]}
+        print(f"{rows} events; {2 ** len(FILTERS) * 4} plans\n")
+        for size in range(len(FILTERS) + 1):
+            for names in itertools.combinations(FILTERS, size):
+                for order, position in itertools.product(("asc", "desc"), ("first", "deep")):
+                    fields: dict[str, Any] = {k: v for name in names for k, v in FILTERS[name].items()}
+                    if position == "deep":
+                        fields["after" if order == "asc" else "before"] = rows * 9 // 10 if order == "asc" \
+                            else rows // 10
+                    sql, *arguments = events_page_sql(EventQuery(order="asc" if order == "asc" else "desc", **fields))
+                    explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *arguments)
+                    plan = json.loads(explained)[0]
+                    paths = access_paths(plan["Plan"])
+                    sequential = [p for p in paths if p.startswith("Seq Scan")]
+                    failures += bool(sequential)
+                    print(f"{'FAIL' if sequential else 'ok  '} {'+'.join(names) or '(none)':<45} {order:<4} "
+                          f"{position:<5} {plan['Execution Time']:8.2f} ms  {', '.join(paths)}")
+    finally:
+        await conn.close()
+    print(f"\n{failures} plan(s) with a sequential scan")
+    return failures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench"))
+    args = parser.parse_args()
+    dsn = os.environ.get("DATABASE_URL") or start_embedded_postgres(args.data_dir / "postgres")
+    sys.exit(1 if asyncio.run(check(dsn)) else 0)
+
+
+if __name__ == "__main__":
+    main()
