@@ -25,7 +25,7 @@ from .webhook import make_webhook_handler
 
 logger = logging.getLogger(__name__)
 
-BROWSER_CLIENT = Path(__file__).parent / "static" / "timebank-realtime.js"
+STATIC = Path(__file__).parent / "static"
 
 SETTINGS = web.AppKey("settings", Settings)
 DSN = web.AppKey("dsn", str)
@@ -94,7 +94,11 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 async def _browser_client(_request: web.Request) -> web.FileResponse:
-    return web.FileResponse(BROWSER_CLIENT, headers={"Content-Type": "text/javascript; charset=utf-8"})
+    return web.FileResponse(STATIC / "timebank-realtime.js", headers={"Content-Type": "text/javascript; charset=utf-8"})
+
+
+async def _dashboard(_request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
 
 
 async def _healthz(_request: web.Request) -> web.Response:
@@ -138,4 +142,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/openapi.json", _openapi_handler())
     app.router.add_routes(HistoryHandlers(STORE, HUB).routes())
     app.router.add_get("/client/timebank-realtime.js", _browser_client)
+    app.router.add_get("/", _dashboard)
+    app.router.add_static("/static/", STATIC)
     return app
