@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from .conftest import load_fixture, post_webhook, url_of
 from .expected import MONSTERS
+from .payloads import synthetic_payload
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -86,6 +87,16 @@ async def test_live_view_subscribe_rollback_history_and_offline_assets(
     await history.get_by_role("button", name="Load").click()
     await page.wait_for_function("document.querySelectorAll('#history tbody tr').length === 2")
     assert "no more" in await page.locator("#history-status").inner_text()
+    # Past one page (50 rows), "Next page" follows the cursor.
+    await post_webhook(http, url_of(server), synthetic_payload(5000, 70))
+    await history.get_by_label("Event type").select_option("print_event")
+    await history.get_by_role("button", name="Load").click()
+    await page.wait_for_function("document.querySelectorAll('#history tbody tr').length === 50")
+    await history.get_by_role("button", name="Next page").click()
+    await page.wait_for_function("document.querySelectorAll('#history tbody tr').length === 70")
+    cursors = [int(c) for c in await page.locator("#history tbody tr td:first-child").all_inner_texts()]
+    assert cursors == sorted(cursors, reverse=True) and len(set(cursors)) == 70
+    assert await history.get_by_role("button", name="Next page").is_disabled()
 
     # Readable at phone width.
     await page.set_viewport_size({"width": 375, "height": 800})
