@@ -54,7 +54,8 @@ class ServiceProcess:
         raise AssertionError(f"service not ready within {within}s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def kill(self) -> None:

@@ -122,3 +122,19 @@ async def test_database_stopped_in_the_middle_of_a_delivery(own_postgres: OwnPos
     status, body = await retry_like_chainhook(http, url_of(outage_server))
     assert (status, body["applied"], body["cursor"]) == (200, 5, 5)
     assert await own_postgres.count("SELECT count(*) FROM chainhook_events") == 5
+
+
+async def test_readyz_says_why_while_the_database_is_down(own_postgres: OwnPostgres, outage_server: TestServer,
+                                                          http: aiohttp.ClientSession) -> None:
+    await own_postgres.stop()
+    async with http.get(url_of(outage_server) + "/readyz") as response:
+        body = await response.json()
+    assert response.status == 503
+    assert any("database unreachable" in reason for reason in body["reasons"])
+    await own_postgres.start()
+    for _ in range(100):
+        async with http.get(url_of(outage_server) + "/readyz") as response:
+            if response.status == 200:
+                break
+        await asyncio.sleep(0.1)
+    assert response.status == 200

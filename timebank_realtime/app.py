@@ -13,8 +13,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .embedded_db import start_embedded_postgres
+from .errors import DatabaseUnavailable
 from .history import HistoryHandlers
 from .http_errors import json_errors
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
 from .migrations import load_migrations
 from .openapi import openapi_document
 from .realtime import RealtimeHub
@@ -32,6 +35,8 @@ DSN = web.AppKey("dsn", str)
 STORE = web.AppKey("store", EventStore)
 HUB = web.AppKey("hub", RealtimeHub)
 TAILER = web.AppKey("tailer", Tailer)
+TAILER_TASK = web.AppKey("tailer_task", asyncio.Task[None])
+METRICS = web.AppKey("metrics", Metrics)
 
 
 async def resolve_dsn(settings: Settings) -> str:
@@ -73,6 +78,10 @@ async def _tailer(app: web.Application) -> AsyncIterator[None]:
     app[TAILER] = tailer
     tasks = [asyncio.create_task(tailer.run(), name="tailer"),
              asyncio.create_task(hub.run_heartbeat(), name="heartbeat")]
+    app[TAILER_TASK] = tasks[0]
+    metrics = app[METRICS]
+    metrics.tailer_lag_cursors.set_function(tailer.lag)
+    metrics.tailer_idle_seconds.set_function(tailer.seconds_since_progress)
     for task in tasks:
         task.add_done_callback(_report_background_exit)
     yield
@@ -105,6 +114,34 @@ async def _healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers with every shipped migration applied and the tailer keeps up."""
+    app = request.app
+    reasons: list[str] = []
+    try:
+        version = await app[STORE].schema_version()
+        shipped = len(load_migrations())
+        if version < shipped:
+            reasons.append(f"migrations applied up to {version}, this version ships {shipped}")
+    except DatabaseUnavailable as error:
+        reasons.append(f"database unreachable: {error}")
+    tailer, task = app[TAILER], app[TAILER_TASK]
+    if task.done():
+        reasons.append("the tailer has stopped")
+    elif not tailer.listening:
+        reasons.append("the tailer is not connected to the database")
+    limit = app[SETTINGS].ready_max_lag_seconds
+    if tailer.lag() > 0 and tailer.seconds_since_progress() > limit:
+        reasons.append(f"the tailer is {tailer.lag()} changes behind and made no progress for {limit:g}s")
+    if reasons:
+        return web.json_response({"status": "unready", "reasons": reasons}, status=503)
+    return web.json_response({"status": "ready", "cursor": tailer.cursor})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
 def _openapi_handler() -> Handler:
     document = openapi_document()
 
@@ -129,7 +166,9 @@ def create_app(settings: Settings) -> web.Application:
         logger.warning("CHAINHOOK_WEBHOOK_SECRET is not set: the webhook accepts loopback clients only")
     app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[_server_timing, json_errors])
     app[SETTINGS] = settings
-    hub = RealtimeHub(settings)
+    metrics = Metrics()
+    app[METRICS] = metrics
+    hub = RealtimeHub(settings, metrics)
     app[HUB] = hub
     hub.attach(app)
     app.cleanup_ctx.append(_database)
@@ -137,8 +176,10 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_sockets)
     app.router.add_post("/api/webhooks/chainhook",
                         make_webhook_handler(STORE, settings.chainhook_webhook_secret,
-                                             settings.max_payload_bytes))
+                                             settings.max_payload_bytes, metrics))
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
     app.router.add_get("/api/openapi.json", _openapi_handler())
     app.router.add_routes(HistoryHandlers(STORE, HUB).routes())
     app.router.add_get("/client/timebank-realtime.js", _browser_client)

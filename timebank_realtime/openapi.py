@@ -77,6 +77,12 @@ _STATUS = {
     },
 }
 
+_READY = {
+    "type": "object", "required": ["status"],
+    "properties": {"status": {"type": "string", "enum": ["ready", "unready"]}, "cursor": {"type": "integer"},
+                   "reasons": {"type": "array", "items": {"type": "string"}}},
+}
+
 _EVENTS_PARAMETERS = [
     _query("contract", {"type": "string"}, "Contract principal (SP….name) the event belongs to."),
     _query("address", {"type": "string"}, "Principal among the event's affected addresses."),
@@ -132,6 +138,11 @@ def openapi_document() -> dict[str, Any]:
                               "503": _error("The event store is unreachable; nothing was stored.")}}},
             "/healthz": {"get": {"summary": "The process is alive.",
                                  "responses": {"200": _json({"type": "object"}, "Alive.")}}},
+            "/readyz": {"get": {"summary": "Database reachable, migrations applied, tailer keeping up.",
+                                "responses": {"200": _json(_READY, "Ready."), "503": _json(_READY, "Not ready.")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics.", "responses": {"200": {
+                "description": "Prometheus text format.",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         },
         "components": {"schemas": {
             "Event": _EVENT,

@@ -21,6 +21,7 @@ from aiohttp import web
 from .auth import AuthError, verify_token
 from .errors import DatabaseUnavailable
 from .messages import EOSE, HEARTBEAT, RESYNC, heartbeat_message, message_for
+from .metrics import Metrics
 from .sessions import Session, Subscription, TokenBucket
 from .settings import Settings
 from .store import EventStore
@@ -34,7 +35,7 @@ def _error(code: str, message: str) -> dict[str, Any]:
 
 
 class RealtimeHub:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         # None keeps Engine.IO's same-origin default; an empty list would switch origin checks off.
         origins: str | list[str] | None = settings.cors_allowed_origins or None
         if origins == ["*"]:
@@ -49,6 +50,8 @@ class RealtimeHub:
             engineio_logger=False,
         )
         self._settings = settings
+        self._metrics = metrics
+        metrics.watch(lambda: len(self.sessions), lambda: self.registry.count_by_kind())
         self._auth_secret = settings.socket_auth_secret.get_secret_value() if settings.socket_auth_secret else None
         self.registry = SubscriptionRegistry()
         self.sessions: dict[str, Session] = {}
@@ -260,6 +263,9 @@ class RealtimeHub:
         for record in records:
             self.cursor = record["cursor"]
             self._note_tip(record)
+            if record.get("committed_at") is not None:
+                lag = (datetime.now(UTC) - record["committed_at"]).total_seconds()
+                self._metrics.push_seconds.observe(max(0.0, lag))
             for sid, sub_ids in self.registry.matches(record).items():
                 session = self.sessions.get(sid)
                 if session is not None and not session.resyncing:
@@ -293,6 +299,7 @@ class RealtimeHub:
             await self._resync(session, reason="the connection fell too far behind")
             return False
         name, message = message_for(record)
+        self._metrics.messages.labels(event=name).inc()
         if replay_for is not None:
             # Sent for one subscription's replay (or its held live changes), not for the socket at large.
             message["subscription"] = replay_for
@@ -305,6 +312,7 @@ class RealtimeHub:
         if session.resyncing:
             return
         session.resyncing = True
+        self._metrics.slow_consumers.inc()
         positions = session.resume_positions(self.cursor - 1)
         cursor = min(positions.values(), default=self.cursor - 1)
         logger.warning("slow consumer sid=%s: %s; resync from cursor %d", session.sid, reason, cursor)

@@ -49,7 +49,10 @@ class Settings(BaseSettings):
     tailer_poll_seconds: float = Field(default=1.0, gt=0)
     tailer_batch_size: int = Field(default=500, ge=1, le=10_000)
 
+    ready_max_lag_seconds: float = Field(default=30.0, gt=0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod

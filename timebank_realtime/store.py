@@ -452,6 +452,11 @@ class EventStore:
             "FROM chainhook_deliveries ORDER BY last_delivery_at DESC")
         return {**rows[0], "chainhooks": deliveries}
 
+    async def schema_version(self) -> int:
+        """The newest applied migration; raises DatabaseUnavailable when the server cannot be asked."""
+        rows = await self._fetch("SELECT coalesce(max(version), 0) AS version FROM schema_migrations")
+        return int(rows[0]["version"])
+
     async def chain_tip(self) -> dict[str, Any]:
         """Highest canonical block seen, and when the log last changed."""
         async with _unavailable_as_domain_error(), self._pool.acquire(timeout=self._acquire_timeout) as conn:

@@ -177,6 +177,14 @@ class SubscriptionRegistry:
             self.remove(sid, sub_id)
         return len(sub_ids)
 
+    def count_by_kind(self) -> dict[str, int]:
+        """Subscriptions by the field they are indexed under ("firehose" for the empty filter)."""
+        counts = dict.fromkeys((*FIELDS, "firehose"), 0)
+        for (field_name, _value), holders in self._index.items():
+            counts[field_name] += len(holders)
+        counts["firehose"] = len(self._firehose)
+        return counts
+
     @property
     def subscription_count(self) -> int:
         return sum(len(subs) for subs in self._by_socket.values())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,11 +36,22 @@ class Tailer:
         self._batch_size = batch_size
         self._connect_timeout = connect_timeout
         self._wake = asyncio.Event()
+        self._head = start_cursor
+        self._progress_at = time.monotonic()
+        self.listening = False
 
     @property
     def cursor(self) -> int:
         """The last cursor handed to the publisher."""
         return self._cursor
+
+    def lag(self) -> int:
+        """Changes known to be committed (by NOTIFY) that have not been published yet."""
+        return max(0, self._head - self._cursor)
+
+    def seconds_since_progress(self) -> float:
+        """Since the tailer last published a change, or last found nothing left to publish."""
+        return time.monotonic() - self._progress_at
 
     async def run(self) -> None:
         """Run until cancelled; never returns on database trouble, only logs and reconnects."""
@@ -60,6 +72,7 @@ class Tailer:
             self._wake.set()
 
         conn.add_termination_listener(on_terminated)
+        self.listening = True
         logger.info("tailer listening from cursor %d", self._cursor)
         try:
             while True:
@@ -71,6 +84,7 @@ class Tailer:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
                 self._wake.clear()
         finally:
+            self.listening = False
             try:
                 await asyncio.wait_for(conn.close(), timeout=1)
             except Exception:
@@ -83,16 +97,21 @@ class Tailer:
         else:
             logger.error("tailer failed at cursor %d; restarting", self._cursor, exc_info=error)
 
-    def _on_notify(self, _payload: str) -> None:
+    def _on_notify(self, payload: str) -> None:
+        if payload.isdigit():
+            self._head = max(self._head, int(payload))
         self._wake.set()
 
     async def _catch_up(self) -> None:
         while True:
             records = await self._store.changes_after(self._cursor, self._batch_size)
             if not records:
+                self._progress_at = time.monotonic()
                 return
             await self._publish(records)
             self._cursor = records[-1]["cursor"]
+            self._head = max(self._head, self._cursor)
+            self._progress_at = time.monotonic()
             if len(records) < self._batch_size:
                 return
 

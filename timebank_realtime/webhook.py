@@ -14,9 +14,10 @@ from pydantic import SecretStr
 
 from .errors import DatabaseUnavailable, PayloadError
 from .http_errors import error_response
+from .metrics import Metrics
 from .normalize import normalize
 from .payload import parse_payload
-from .store import EventStore
+from .store import DeliveryResult, EventStore
 
 logger = logging.getLogger(__name__)
 
@@ -57,33 +58,40 @@ def is_authorized(request: web.Request, secret: SecretStr | None) -> bool:
     return matched
 
 
-def make_webhook_handler(store_key: web.AppKey[EventStore], secret: SecretStr | None,
-                         max_bytes: int) -> Handler:
+def make_webhook_handler(store_key: web.AppKey[EventStore], secret: SecretStr | None, max_bytes: int,
+                         metrics: Metrics) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
+        response, source_format = await _deliver(request, started)
+        metrics.deliveries.labels(format=source_format, status=str(response.status)).inc()
+        metrics.delivery_seconds.observe(time.perf_counter() - started)
+        return response
+
+    async def _deliver(request: web.Request, started: float) -> tuple[web.Response, str]:
         if not is_authorized(request, secret):
             reason = "a valid webhook secret" if secret else "a loopback client (no secret is configured)"
-            return error_response(401, "unauthorized", f"this endpoint needs {reason}")
+            return error_response(401, "unauthorized", f"this endpoint needs {reason}"), "unknown"
         if request.content_length is not None and request.content_length > max_bytes:
-            return error_response(413, "payload_too_large", f"the body exceeds {max_bytes} bytes")
+            return error_response(413, "payload_too_large", f"the body exceeds {max_bytes} bytes"), "unknown"
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return error_response(413, "payload_too_large", f"the body exceeds {max_bytes} bytes")
+            return error_response(413, "payload_too_large", f"the body exceeds {max_bytes} bytes"), "unknown"
         try:
             document = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return error_response(400, "invalid_json", f"the body is not JSON: {error}")
+            return error_response(400, "invalid_json", f"the body is not JSON: {error}"), "unknown"
         try:
             delivery = normalize(parse_payload(document))
         except PayloadError as error:
-            return error_response(422, "invalid_payload", error.message, path=error.path)
+            return error_response(422, "invalid_payload", error.message, path=error.path), "unknown"
         try:
             result = await request.app[store_key].apply_delivery(delivery)
         except DatabaseUnavailable as error:
             logger.warning("delivery refused: database unavailable (%s)", error)
             return error_response(503, "database_unavailable",
-                                  "the event store is unreachable; nothing was stored, retry later")
+                                  "the event store is unreachable; nothing was stored, retry later"), delivery.format
+        _count(metrics, result)
         logger.info(
             "delivery format=%s chainhook=%s apply_blocks=%d rollback_blocks=%d tip=%s rows=%d "
             "applied=%d duplicates=%d rolled_back=%d restored=%d skipped=%d cursor=%s duration_ms=%.1f",
@@ -98,6 +106,13 @@ def make_webhook_handler(store_key: web.AppKey[EventStore], secret: SecretStr | 
             "rolled_back": result.rolled_back,
             "restored": result.restored,
             "cursor": result.last_cursor,
-        })
+        }), delivery.format
 
     return handle
+
+
+def _count(metrics: Metrics, result: DeliveryResult) -> None:
+    metrics.changes.labels(change="apply").inc(result.applied)
+    metrics.changes.labels(change="rollback").inc(result.rolled_back)
+    metrics.changes.labels(change="restore").inc(result.restored)
+    metrics.duplicates.inc(result.duplicates)

@@ -1,0 +1,87 @@
+"""Readiness, Prometheus metrics and JSON logs."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from aiohttp.test_utils import TestServer
+
+from .conftest import Listener, eventually, load_fixture, post_webhook, url_of
+from .processes import ServiceProcess
+
+OpenListener = Callable[..., Awaitable[Listener]]
+NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = rf"^{re.escape(name)}{re.escape('{' + wanted + '}') if labels else ''} (\S+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    assert match, f"{name} {labels} not in metrics"
+    return float(match.group(1))
+
+
+async def test_readyz_reports_ready(server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    async with http.get(url_of(server) + "/readyz") as response:
+        assert response.status == 200
+        assert (await response.json())["status"] == "ready"
+
+
+async def test_readyz_fails_when_a_migration_is_missing(server: TestServer, http: aiohttp.ClientSession,
+                                                        db: asyncpg.Connection) -> None:
+    removed = await db.fetchrow("DELETE FROM schema_migrations WHERE version = "
+                                "(SELECT max(version) FROM schema_migrations) RETURNING *")
+    try:
+        async with http.get(url_of(server) + "/readyz") as response:
+            body = await response.json()
+        assert response.status == 503
+        assert body["status"] == "unready" and "migrations applied up to" in body["reasons"][0]
+    finally:
+        await db.execute("INSERT INTO schema_migrations VALUES ($1, $2, $3, $4)", *removed.values())
+
+
+async def test_metrics_count_deliveries_changes_sockets_and_messages(
+        server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, listener: OpenListener) -> None:
+    client = await listener(url_of(server))
+    await client.subscribe({"event_type": "print_event"})
+    await client.subscribe({})
+    payload = load_fixture(NFT)
+    await post_webhook(http, url_of(server), payload)
+    await post_webhook(http, url_of(server), payload)
+    await post_webhook(http, url_of(server), b"not json")
+    await eventually(lambda: len(client.received) == 5)
+    async with http.get(url_of(server) + "/metrics") as response:
+        assert response.status == 200
+        assert response.content_type == "text/plain"
+        text = await response.text()
+    assert metric(text, "timebank_webhook_deliveries_total", format="v1", status="200") == 2
+    assert metric(text, "timebank_webhook_deliveries_total", format="unknown", status="400") == 1
+    assert metric(text, "timebank_changes_total", change="apply") == 5
+    assert metric(text, "timebank_duplicate_rows_total") == 5
+    assert metric(text, "timebank_sockets_connected") == 1
+    assert metric(text, "timebank_subscriptions", kind="event_type") == 1
+    assert metric(text, "timebank_subscriptions", kind="firehose") == 1
+    assert metric(text, "timebank_messages_emitted_total", event="chainhook:event") == 5
+    assert metric(text, "timebank_push_latency_seconds_count") == 5
+    assert metric(text, "timebank_tailer_lag_cursors") == 0
+    assert metric(text, "timebank_webhook_delivery_seconds_count") == 3
+
+
+async def test_json_logs(tmp_path: Path, database_url: str, http: aiohttp.ClientSession,
+                         db: asyncpg.Connection) -> None:
+    service = ServiceProcess(tmp_path / "service.log", DATABASE_URL=database_url, LOG_FORMAT="json")
+    try:
+        await service.wait_ready()
+        await post_webhook(http, service.url, load_fixture(NFT))
+        await eventually(lambda: "delivery format=v1" in service.log())
+    finally:
+        service.stop()
+    entries = [json.loads(line) for line in service.log().splitlines() if line.startswith("{")]
+    delivery = next(e for e in entries if e["message"].startswith("delivery format=v1"))
+    assert delivery["level"] == "INFO" and delivery["logger"] == "timebank_realtime.webhook"
+    assert "applied=5" in delivery["message"]
