@@ -105,7 +105,7 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.execute(
-        "TRUNCATE chainhook_changes, chainhook_events RESTART IDENTITY;"
+        "TRUNCATE chainhook_changes, chainhook_events, chainhook_deliveries RESTART IDENTITY;"
         "UPDATE chainhook_cursor SET last_cursor = 0"
     )
     yield conn
