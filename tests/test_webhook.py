@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
+from timebank_realtime.app import DRAINING
 from timebank_realtime.webhook import is_loopback
 
 from .conftest import WEBHOOK, Serve, load_fixture, post_webhook, url_of
@@ -234,3 +235,11 @@ async def test_unknown_routes_and_methods_answer_json(server: TestServer, http: 
 )
 def test_only_loopback_clients_pass_without_a_secret(remote: str | None, loopback: bool) -> None:
     assert is_loopback(remote) is loopback
+
+
+async def test_a_draining_node_refuses_deliveries_with_503(server: TestServer, http: aiohttp.ClientSession,
+                                                         db: asyncpg.Connection) -> None:
+    server.app[DRAINING].set()
+    status, body = await post_webhook(http, url_of(server), load_fixture(ARKADIKO))
+    assert (status, body["error"]["code"]) == (503, "shutting_down")
+    assert await stored_rows(db) == []

@@ -37,6 +37,7 @@ HUB = web.AppKey("hub", RealtimeHub)
 TAILER = web.AppKey("tailer", Tailer)
 TAILER_TASK = web.AppKey("tailer_task", asyncio.Task[None])
 METRICS = web.AppKey("metrics", Metrics)
+DRAINING = web.AppKey("draining", asyncio.Event)
 
 
 async def resolve_dsn(settings: Settings) -> str:
@@ -166,6 +167,7 @@ def create_app(settings: Settings) -> web.Application:
         logger.warning("CHAINHOOK_WEBHOOK_SECRET is not set: the webhook accepts loopback clients only")
     app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[_server_timing, json_errors])
     app[SETTINGS] = settings
+    app[DRAINING] = asyncio.Event()
     metrics = Metrics()
     app[METRICS] = metrics
     hub = RealtimeHub(settings, metrics)
@@ -175,7 +177,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_tailer)
     app.on_shutdown.append(_close_sockets)
     app.router.add_post("/api/webhooks/chainhook",
-                        make_webhook_handler(STORE, settings.chainhook_webhook_secret,
+                        make_webhook_handler(STORE, DRAINING, settings.chainhook_webhook_secret,
                                              settings.max_payload_bytes, metrics))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)

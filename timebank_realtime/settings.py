@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     tailer_batch_size: int = Field(default=500, ge=1, le=10_000)
 
     ready_max_lag_seconds: float = Field(default=30.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=30.0, gt=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -58,8 +59,8 @@ def is_authorized(request: web.Request, secret: SecretStr | None) -> bool:
     return matched
 
 
-def make_webhook_handler(store_key: web.AppKey[EventStore], secret: SecretStr | None, max_bytes: int,
-                         metrics: Metrics) -> Handler:
+def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.AppKey[asyncio.Event],
+                         secret: SecretStr | None, max_bytes: int, metrics: Metrics) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         response, source_format = await _deliver(request, started)
@@ -68,6 +69,9 @@ def make_webhook_handler(store_key: web.AppKey[EventStore], secret: SecretStr | 
         return response
 
     async def _deliver(request: web.Request, started: float) -> tuple[web.Response, str]:
+        if request.app[draining_key].is_set():
+            return error_response(503, "shutting_down", "this node is shutting down; retry, another node "
+                                  "behind the load balancer will take the delivery"), "unknown"
         if not is_authorized(request, secret):
             reason = "a valid webhook secret" if secret else "a loopback client (no secret is configured)"
             return error_response(401, "unauthorized", f"this endpoint needs {reason}"), "unknown"
