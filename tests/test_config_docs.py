@@ -19,15 +19,6 @@ def test_env_example_lists_exactly_the_settings() -> None:
     assert documented == setting_names()
 
 
-def test_compose_sets_only_real_settings() -> None:
-    compose = (ROOT / "docker" / "compose.yaml").read_text()
-    service = compose.split("timebank-realtime:", 1)[1]
-    environment = service.split("environment:", 1)[1].split("ports:", 1)[0]
-    names = set(re.findall(r"^\s+([A-Z][A-Z0-9_]*):", environment, re.MULTILINE))
-    assert names, "the service's environment block was not found"
-    assert names <= setting_names()
-
-
 def test_readme_configuration_table_lists_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in sorted(setting_names()) if f"`{name}`" not in readme]

@@ -8,13 +8,20 @@ import json
 import logging
 import signal
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from .app import DRAINING, HUB, create_app, migrate, resolve_dsn
+from .client import SubscriptionRefused, TimebankClient
 from .errors import MigrationError
+from .importer import ImportAborted, ImportProgress, import_files
 from .settings import Settings
+from .store import EventStore, create_pool
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -76,13 +83,114 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _progress_reporter(stream: TextIO) -> Callable[[ImportProgress], None]:
+    """A redrawn status line on a terminal; plain lines, at most one every 2 s, otherwise."""
+    last_line = 0.0
+
+    def report(progress: ImportProgress) -> None:
+        nonlocal last_line
+        eta = progress.eta_seconds()
+        text = (f"{progress.payloads} payloads, {progress.events} events "
+                f"({progress.applied} new, {progress.duplicates} already stored), "
+                f"{progress.rate():,.0f} events/s, {100 * progress.bytes_read / max(progress.total_bytes, 1):.0f}%"
+                + (f", ETA {eta:,.0f}s" if eta is not None else ""))
+        if stream.isatty():
+            stream.write("\r\x1b[2K" + text)
+        elif time.monotonic() - last_line >= 2 or progress.bytes_read >= progress.total_bytes:
+            last_line = time.monotonic()
+            stream.write(text + "\n")
+        stream.flush()
+
+    return report
+
+
+def _import(settings: Settings, args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+
+    async def run() -> ImportProgress:
+        dsn = await resolve_dsn(settings)
+        await migrate(dsn, settings)
+        pool = await create_pool(dsn, min_size=1, max_size=1, connect_timeout=settings.db_connect_timeout_seconds,
+                                 retry_seconds=settings.db_startup_retry_seconds)
+        try:
+            return await import_files(EventStore(pool), paths, batch_events=args.batch_events,
+                                      abort_on_error=args.abort_on_error, report=_progress_reporter(sys.stderr))
+        finally:
+            await pool.close()
+
+    try:
+        progress = asyncio.run(run())
+    except ImportAborted as error:
+        print(f"\nimport aborted at a malformed line (nothing of it was stored): {error}", file=sys.stderr)
+        return 1
+    for message in progress.skipped_lines:
+        print(f"skipped malformed line {message}", file=sys.stderr)
+    print(f"\nimported {progress.payloads} payloads: {progress.applied} new rows, "
+          f"{progress.duplicates} already stored, {len(progress.skipped_lines)} malformed lines skipped")
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    subscription: dict[str, Any] = {}
+    for name in ("contract", "address", "event_type", "tx_hash"):
+        values = getattr(args, name)
+        if values:
+            subscription[name] = values if len(values) > 1 else values[0]
+    since: int | str = "now" if args.since == "now" else int(args.since)
+
+    def show(kind: str, change: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps({"kind": kind, **change}), flush=True)
+        else:
+            addresses = ",".join(change.get("affected_addresses", []))
+            print(f"{change['cursor']:>9} {kind:<8} {change.get('event_type', ''):<22} h={change.get('block_height')} "
+                  f"{change.get('contract_id') or '-'} {change['tx_hash']} {addresses}", flush=True)
+
+    async def follow() -> None:
+        async with TimebankClient(args.url, token=args.token) as client:
+            await client.subscribe(subscription, show, since=since)
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(follow())
+    except SubscriptionRefused as error:
+        print(f"subscription refused: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timebank-realtime",
                                      description="Chainhook webhook -> PostgreSQL -> Socket.IO")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the webhook target and Socket.IO server")
     commands.add_parser("migrate", help="apply database migrations and exit")
-    args = parser.parse_args(argv)
+    importer = commands.add_parser("import", help="backfill from Chainhook file_append output (NDJSON, .gz too)")
+    importer.add_argument("files", nargs="+")
+    importer.add_argument("--batch-events", type=int, default=5000, help="events per transaction (default 5000)")
+    importer.add_argument("--abort-on-error", action="store_true",
+                          help="stop at the first malformed line instead of reporting and skipping it")
+    tail = commands.add_parser("tail", help="print live events from a running service")
+    tail.add_argument("--url", default="http://127.0.0.1:3000")
+    for name in ("contract", "address", "event-type", "tx-hash"):
+        tail.add_argument(f"--{name}", dest=name.replace("-", "_"), action="append", default=[])
+    tail.add_argument("--since", default="now", help="cursor to replay from, or now (default)")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    tail.add_argument("--token", help="JWT, when the server sets SOCKET_AUTH_SECRET")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "tail":
+        logging.basicConfig(level=logging.WARNING)
+        return _tail(args)
     try:
         settings = Settings()
     except ValidationError as error:
@@ -90,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _configure_logging(settings.log_level, settings.log_format)
     try:
+        if args.command == "import":
+            return _import(settings, args)
         return _serve(settings) if args.command == "serve" else _migrate(settings)
     except MigrationError as error:
         logging.getLogger("timebank_realtime").error("%s", error)
