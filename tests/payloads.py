@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
 from typing import Any
 
 from .expected import MONSTERS
+
+_NFT_FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "chainhook" / \
+    "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
 
 SENDER = "ST16GEW6P7GBGZG0PXRXFJEMR3TJHJEY2HHFN76M2"
 RECIPIENT = "ST221Z6TDTC5E0BYR2V624Q2ST6R0Q71T78WTAX6H"
@@ -44,3 +50,10 @@ def synthetic_block(height: int, events: int, *, padding: int = 0, contract: str
 def synthetic_payload(height: int, events: int, **options: Any) -> dict[str, Any]:
     return {"apply": [synthetic_block(height, events, **options)], "rollback": [],
             "chainhook": {"uuid": "synthetic", "predicate": {"scope": "block_height"}, "is_streaming_blocks": True}}
+
+
+def nft_block(number: int) -> dict[str, Any]:
+    """The real NFT-mint fixture moved to a block of its own: 5 new rows (4 of the monsters contract)."""
+    payload: dict[str, Any] = copy.deepcopy(json.loads(_NFT_FIXTURE.read_text()))
+    payload["apply"][0]["block_identifier"] = {"index": 300_000 + number, "hash": f"0x{number:064x}"}
+    return payload

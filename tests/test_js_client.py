@@ -18,7 +18,7 @@ from timebank_realtime.app import HUB
 
 from .conftest import load_fixture, post_webhook, url_of
 from .expected import MONSTERS
-from .test_python_client import block
+from .payloads import nft_block
 
 JS_DIR = Path(__file__).parent / "js"
 NODE = shutil.which("node")
@@ -81,7 +81,7 @@ async def test_browser_helper_sees_every_change_once_across_server_disconnects(
         assert response.content_type == "text/javascript"
         helper = tmp_path / "timebank-realtime.mjs"
         helper.write_bytes(await response.read())
-    await post_webhook(http, url_of(server), block(0))  # history to replay: cursors 1-5
+    await post_webhook(http, url_of(server), nft_block(0))  # history to replay: cursors 1-5
     process = await asyncio.create_subprocess_exec(
         NODE, str(JS_DIR / "helper-client.mjs"), str(helper), url_of(server), json.dumps({}), "0", "100",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=JS_DIR)
@@ -90,7 +90,7 @@ async def test_browser_helper_sees_every_change_once_across_server_disconnects(
         pass
     hub = server.app[HUB]
     for number in range(1, 20):
-        status, _ = await post_webhook(http, url_of(server), block(number))
+        status, _ = await post_webhook(http, url_of(server), nft_block(number))
         assert status == 200
         if number % 5 == 0:
             # The server drops the socket (as on a resync or an expired token); the helper must resume.

@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 
 from .conftest import Listener, eventually, load_fixture, post_webhook, settle
-from .payloads import synthetic_payload
+from .expected import MONSTERS
+from .payloads import nft_block, synthetic_payload
 from .processes import ServiceProcess, service_env
 
 OpenListener = Callable[..., Awaitable[Listener]]
@@ -152,3 +153,27 @@ async def test_sigterm_mid_delivery_stores_it_whole_or_not_and_the_retry_converg
     status, body = await post_webhook(http, other.url, big)
     assert status == 200 and body["applied"] + body["duplicates"] == rows
     assert await db.fetchval("SELECT count(*) FROM chainhook_events WHERE block_hash = $1", block_hash) == rows
+
+
+async def test_clients_of_a_dead_node_resume_on_another_with_their_cursor(
+        start_service: Start, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
+        listener: OpenListener) -> None:
+    node_a, node_b = await two_nodes(start_service, database_url)
+    on_a = await listener(node_a.url)
+    await on_a.subscribe({"contract": MONSTERS, "since": 0})
+    for number in range(3):
+        assert (await post_webhook(http, node_b.url, nft_block(number)))[0] == 200
+    await eventually(lambda: len(on_a.received) == 12)
+    node_a.kill()
+    await eventually(lambda: not on_a.client.connected)
+    last_seen = on_a.cursors[-1]
+    for number in range(3, 6):  # deliveries go on while the client moves
+        assert (await post_webhook(http, node_b.url, nft_block(number)))[0] == 200
+    moved = await listener(node_b.url)
+    await moved.subscribe({"contract": MONSTERS, "since": last_seen})
+    for number in range(6, 8):
+        assert (await post_webhook(http, node_b.url, nft_block(number)))[0] == 200
+    expected = [r["cursor"] for r in await db.fetch(
+        'SELECT c."cursor" FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id '
+        "WHERE e.contract_id = $1 ORDER BY 1", MONSTERS)]
+    await eventually(lambda: on_a.cursors + moved.cursors == expected)

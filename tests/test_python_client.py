@@ -17,16 +17,11 @@ from timebank_realtime.client import SubscriptionRefused, TimebankClient
 
 from .conftest import Serve, eventually, load_fixture, post_webhook, url_of
 from .expected import MONSTERS
+from .payloads import nft_block
 from .processes import ServiceProcess
 from .tcp_proxy import TcpProxy
 
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
-
-
-def block(number: int) -> dict[str, Any]:
-    payload = copy.deepcopy(load_fixture(NFT))
-    payload["apply"][0]["block_identifier"] = {"index": 300_000 + number, "hash": f"0x{number:064x}"}
-    return payload
 
 
 class Recorder:
@@ -56,7 +51,7 @@ async def proxy(server: TestServer) -> AsyncIterator[TcpProxy]:
 
 async def deliver_blocks(http: aiohttp.ClientSession, url: str, numbers: range, pause: float = 0.03) -> None:
     for number in numbers:
-        status, _ = await post_webhook(http, url, block(number))
+        status, _ = await post_webhook(http, url, nft_block(number))
         assert status == 200
         await asyncio.sleep(pause)
 
