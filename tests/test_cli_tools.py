@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +89,25 @@ async def test_tail_prints_matching_events(tmp_path: Path, database_url: str, db
         assert lines[0]["cursor"] < lines[1]["cursor"] < lines[2]["cursor"]
     finally:
         service.stop()
+
+
+def test_import_on_a_terminal_redraws_one_progress_line(tmp_path: Path, database_url: str) -> None:
+    path = tmp_path / "d.ndjson"
+    path.write_bytes(ndjson([json.dumps(load_fixture(name)) for name in FIXTURES]))
+    leader, follower = os.openpty()
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "timebank_realtime", "import", str(path),
+                                    "--batch-events", "5"], env=service_env(DATABASE_URL=database_url),
+                                   stdout=subprocess.PIPE, stderr=follower, text=True)
+        out, _ = process.communicate(timeout=120)
+        os.close(follower)
+        shown = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(leader, 65536):
+                shown += chunk
+    finally:
+        os.close(leader)
+    assert process.returncode == 0
+    assert shown.count(b"\r\x1b[2K") >= 2  # the same line, redrawn
+    assert b"events/s" in shown and b"ETA" in shown
+    assert "imported 4 payloads" in out
