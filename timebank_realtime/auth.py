@@ -13,14 +13,12 @@ from typing import Any
 
 import jwt
 
+from .errors import CodedError
 from .subscriptions import FIELDS, Filter, FilterError, parse_filter
 
 
-class AuthError(ValueError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class AuthError(CodedError):
+    """A token refused at connect: token_required, token_invalid or token_expired."""
 
 
 @dataclass(frozen=True, slots=True)

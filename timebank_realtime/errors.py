@@ -12,6 +12,15 @@ class PayloadError(ValueError):
         self.path = path
 
 
+class CodedError(ValueError):
+    """A refusal with a machine-readable code, as the socket protocol returns it in acks."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class DatabaseUnavailable(RuntimeError):
     """PostgreSQL could not be reached or dropped the connection; nothing was committed."""
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import CodedError
 from .normalize import EVENT_TYPES
 from .principals import InvalidPrincipal, validate_contract_id, validate_principal
 
@@ -26,11 +27,8 @@ _LEGACY_FORMS = {"contract": ("contractId", "contract"), "user": ("address", "ad
 _RESERVED_KEYS = {"since"}  # subscribe options, not filter fields
 
 
-class FilterError(ValueError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class FilterError(CodedError):
+    """A subscription filter (or history parameter value) that is not valid."""
 
 
 @dataclass(frozen=True, slots=True)
