@@ -20,11 +20,9 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from aiohttp import web
+from _loopback import serve_on_loopback
 
-from timebank_realtime.app import create_app
 from timebank_realtime.embedded_db import start_embedded_postgres
-from timebank_realtime.settings import Settings
 
 RESULTS = Path(__file__).parent / "results" / "history_latency.json"
 
@@ -74,29 +72,19 @@ async def measure(url: str, params: dict[str, Any], http: aiohttp.ClientSession)
 
 
 async def run(dsn: str, requests: int) -> dict[str, Any]:
-    settings = Settings(_env_file=None, database_url=dsn, log_level="WARNING")  # type: ignore[call-arg]
-    runner = web.AppRunner(create_app(settings), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}"
     sample = await samples(dsn)
     rng = random.Random(7)
     figures: dict[str, Any] = {"rows": sample["total"], "requests_per_kind": requests, "kinds": {}}
-    try:
-        async with aiohttp.ClientSession() as http:
-            for name, make in kinds(sample, rng).items():
-                for _ in range(10):  # warm the cache the way a running service is warm
-                    await measure(url, make(), http)
-                durations = [await measure(url, make(), http) for _ in range(requests)]
-                figures["kinds"][name] = {"p50_ms": round(statistics.median(durations), 2),
-                                          "p99_ms": round(percentile(durations, 0.99), 2),
-                                          "max_ms": round(max(durations), 2)}
-                print(f"{name:<26} p50 {figures['kinds'][name]['p50_ms']:7.2f} ms   "
-                      f"p99 {figures['kinds'][name]['p99_ms']:7.2f} ms", flush=True)
-    finally:
-        await runner.cleanup()
+    async with serve_on_loopback(dsn) as url, aiohttp.ClientSession() as http:
+        for name, make in kinds(sample, rng).items():
+            for _ in range(10):  # warm the cache the way a running service is warm
+                await measure(url, make(), http)
+            durations = [await measure(url, make(), http) for _ in range(requests)]
+            figures["kinds"][name] = {"p50_ms": round(statistics.median(durations), 2),
+                                      "p99_ms": round(percentile(durations, 0.99), 2),
+                                      "max_ms": round(max(durations), 2)}
+            print(f"{name:<26} p50 {figures['kinds'][name]['p50_ms']:7.2f} ms   "
+                  f"p99 {figures['kinds'][name]['p99_ms']:7.2f} ms", flush=True)
     return figures
 
 

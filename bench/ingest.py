@@ -22,9 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
-from aiohttp import web
+from _loopback import serve_on_loopback
 
-from timebank_realtime.app import create_app, migrate
+from timebank_realtime.app import migrate
 from timebank_realtime.embedded_db import start_embedded_postgres
 from timebank_realtime.normalize import normalize
 from timebank_realtime.payload import parse_payload
@@ -71,21 +71,12 @@ async def fresh_database(server_dsn: str, name: str) -> str:
 
 
 async def ours(dsn: str, bodies: list[bytes], events: int) -> float:
-    settings = Settings(_env_file=None, database_url=dsn, log_level="WARNING")  # type: ignore[call-arg]
-    runner = web.AppRunner(create_app(settings), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with aiohttp.ClientSession() as http:
-            started = time.perf_counter()
-            for body in bodies:
-                async with http.post(f"http://127.0.0.1:{port}/api/webhooks/chainhook", data=body) as response:
-                    assert response.status == 200, await response.text()
-            elapsed = time.perf_counter() - started
-    finally:
-        await runner.cleanup()
+    async with serve_on_loopback(dsn) as url, aiohttp.ClientSession() as http:
+        started = time.perf_counter()
+        for body in bodies:
+            async with http.post(f"{url}/api/webhooks/chainhook", data=body) as response:
+                assert response.status == 200, await response.text()
+        elapsed = time.perf_counter() - started
     return len(bodies) * (events + 1) / elapsed
 
 

@@ -266,12 +266,15 @@ class RealtimeHub:
             if record.get("committed_at") is not None:
                 lag = (datetime.now(UTC) - record["committed_at"]).total_seconds()
                 self._metrics.push_seconds.observe(max(0.0, lag))
-            for sid, sub_ids in self.registry.matches(record).items():
+            audience = self.registry.matches(record)
+            live_message = message_for(record) if audience else None
+            for sid, sub_ids in audience.items():
                 session = self.sessions.get(sid)
                 if session is not None and not session.resyncing:
-                    await self._deliver_live(session, sub_ids, record)
+                    await self._deliver_live(session, sub_ids, record, live_message)
 
-    async def _deliver_live(self, session: Session, sub_ids: list[str], record: dict[str, Any]) -> None:
+    async def _deliver_live(self, session: Session, sub_ids: list[str], record: dict[str, Any],
+                            live_message: tuple[str, dict[str, Any]] | None) -> None:
         send_now = False
         for sub_id in sub_ids:
             subscription = session.subscriptions.get(sub_id)
@@ -282,7 +285,7 @@ class RealtimeHub:
             else:
                 subscription.held.append(record)
         if send_now:
-            await self._send(session, record)
+            await self._send(session, record, live_message=live_message)
 
     def _backlog(self, session: Session) -> int:
         held = sum(len(s.held) for s in session.subscriptions.values())
@@ -292,16 +295,18 @@ class RealtimeHub:
         queued = engine_socket.queue.qsize() if engine_socket is not None else 0
         return int(held + queued)
 
-    async def _send(self, session: Session, record: dict[str, Any], *, replay_for: str | None = None) -> bool:
+    async def _send(self, session: Session, record: dict[str, Any], *, replay_for: str | None = None,
+                    live_message: tuple[str, dict[str, Any]] | None = None) -> bool:
+        """Emit one change to one socket. Live changes pass the message publish() built once for all
+        recipients; a replayed one gets its own, tagged with its subscription."""
         if session.resyncing or self.sessions.get(session.sid) is not session:
             return False
         if self._backlog(session) >= self._settings.slow_consumer_backlog:
             await self._resync(session, reason="the connection fell too far behind")
             return False
-        name, message = message_for(record)
+        name, message = live_message or message_for(record)
         self._metrics.messages.labels(event=name).inc()
         if replay_for is not None:
-            # Sent for one subscription's replay (or its held live changes), not for the socket at large.
             message["subscription"] = replay_for
         await self.sio.emit(name, message, to=session.sid)
         session.note_sent(record["cursor"])
