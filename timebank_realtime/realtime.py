@@ -161,15 +161,16 @@ class RealtimeHub:
             return _error(error.code, error.message)
         if session.grant is not None and not session.grant.permits(request.filter):
             return _error("forbidden", "the connection's token does not allow this subscription")
-        limit = self._settings.max_subscriptions_per_connection
-        if len(session.subscriptions) >= limit:
-            return _error("too_many_subscriptions", f"a connection holds at most {limit} subscriptions")
         if request.since is not None and request.since > self.cursor:
             refusal = await self._check_not_in_future(request.since)
             if refusal is not None:
                 return refusal
             if sid not in self.sessions:
                 return _error("not_connected", "this connection is closing")
+        # Checked after the only await, so that concurrent subscribe calls cannot pass it together.
+        limit = self._settings.max_subscriptions_per_connection
+        if len(session.subscriptions) >= limit:
+            return _error("too_many_subscriptions", f"a connection holds at most {limit} subscriptions")
         return self._start_subscription(session, request.filter, request.since)
 
     async def _check_not_in_future(self, since: int) -> dict[str, Any] | None:
