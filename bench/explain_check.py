@@ -13,14 +13,13 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from _harness import server_dsn
 
-from timebank_realtime.embedded_db import start_embedded_postgres
 from timebank_realtime.queries import EventQuery
 from timebank_realtime.store import events_page_sql
 
@@ -76,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench"))
     args = parser.parse_args()
-    dsn = os.environ.get("DATABASE_URL") or start_embedded_postgres(args.data_dir / "postgres")
+    dsn = server_dsn(args.data_dir)
     sys.exit(1 if asyncio.run(check(dsn)) else 0)
 
 

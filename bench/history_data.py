@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from pathlib import Path
 
 import asyncpg
+from _harness import server_dsn
 
 from timebank_realtime.app import migrate
-from timebank_realtime.embedded_db import start_embedded_postgres
 from timebank_realtime.principals import encode_standard_principal
 from timebank_realtime.settings import Settings
 
@@ -86,7 +85,7 @@ async def fill(dsn: str, rows: int) -> None:
 
 
 async def prepare(rows: int, data_dir: Path) -> str:
-    dsn = os.environ.get("DATABASE_URL") or start_embedded_postgres(data_dir / "postgres")
+    dsn = server_dsn(data_dir)
     settings = Settings(_env_file=None, database_url=dsn)  # type: ignore[call-arg]
     await migrate(dsn, settings)
     await fill(dsn, rows)
@@ -98,7 +97,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench"))
     args = parser.parse_args()
-    args.data_dir.mkdir(parents=True, exist_ok=True)
     dsn = asyncio.run(prepare(args.rows, args.data_dir))
     print(f"DATABASE_URL={dsn}")
 

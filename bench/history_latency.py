@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import random
 import statistics
 from pathlib import Path
@@ -20,9 +18,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from _loopback import serve_on_loopback
-
-from timebank_realtime.embedded_db import start_embedded_postgres
+from _harness import serve_on_loopback, server_dsn, write_results
 
 RESULTS = Path(__file__).parent / "results" / "history_latency.json"
 
@@ -93,11 +89,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench"))
     args = parser.parse_args()
-    dsn = os.environ.get("DATABASE_URL") or start_embedded_postgres(args.data_dir / "postgres")
-    figures = asyncio.run(run(dsn, args.requests))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, asyncio.run(run(server_dsn(args.data_dir), args.requests)))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
-from _loopback import serve_on_loopback
+from _harness import serve_on_loopback, server_dsn, write_results
 
 from timebank_realtime.app import migrate
-from timebank_realtime.embedded_db import start_embedded_postgres
 from timebank_realtime.normalize import normalize
 from timebank_realtime.payload import parse_payload
 from timebank_realtime.settings import Settings
@@ -122,12 +120,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench-ingest"))
     args = parser.parse_args()
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    server_dsn = os.environ.get("DATABASE_URL") or start_embedded_postgres(args.data_dir / "postgres")
-    figures = asyncio.run(run(server_dsn, args.payloads, args.events))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, asyncio.run(run(server_dsn(args.data_dir), args.payloads, args.events)))
 
 
 if __name__ == "__main__":
