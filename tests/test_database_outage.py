@@ -100,6 +100,8 @@ async def test_database_down_before_a_delivery(own_postgres: OwnPostgres, outage
 
 async def test_database_stopped_in_the_middle_of_a_delivery(own_postgres: OwnPostgres, outage_server: TestServer,
                                                             http: aiohttp.ClientSession) -> None:
+    async with http.get(url_of(outage_server) + "/readyz") as response:
+        assert response.status in (200, 503)  # the server answers before the delivery starts
     # Hold the cursor row: the delivery's transaction starts and waits for it, uncommitted.
     blocker = await asyncpg.connect(own_postgres.dsn)
     await blocker.execute("BEGIN; SELECT * FROM chainhook_cursor FOR UPDATE")
