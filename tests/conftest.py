@@ -161,8 +161,20 @@ class Listener:
         self.received: list[tuple[str, dict[str, Any]]] = []
         # Every server message in arrival order, markers (eose, heartbeat, resync) included.
         self.timeline: list[tuple[str, dict[str, Any]]] = []
+        # The chainhook:batch frames as they came, for sockets that asked for batches.
+        self.frames: list[dict[str, Any]] = []
         for name in ("event", "rollback", "eose", "heartbeat", "resync"):
             self.client.on(f"chainhook:{name}", self._recorder(name))
+        self.client.on("chainhook:batch", self._record_batch)
+
+    async def _record_batch(self, frame: dict[str, Any]) -> None:
+        """Each change of a batch is recorded as if it had come on its own, tagged like its frame."""
+        self.frames.append(frame)
+        tag = {"subscription": frame["subscription"]} if "subscription" in frame else {}
+        for change in frame["changes"]:
+            entry = ("event" if change["canonical"] else "rollback", {**change, **tag})
+            self.timeline.append(entry)
+            self.received.append(entry)
 
     def _recorder(self, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
         async def record(data: dict[str, Any]) -> None:

@@ -83,16 +83,18 @@ async def test_a_cursor_from_the_future_is_refused(server: TestServer, http: aio
     assert (await client.subscribe({"since": 5}))["ok"]
 
 
+@pytest.mark.parametrize("auth", [None, {"batch": True}], ids=["per-change", "batched"])
 async def test_handoff_during_a_10k_replay_has_no_gap_and_no_duplicate(
-        serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection, listener: OpenListener) -> None:
+        auth: Any, serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection,
+        listener: OpenListener) -> None:
     server = await serve(replay_batch_size=500, slow_consumer_backlog=100_000)
     for block in range(3):
         status, _ = await post_webhook(http, url_of(server), synthetic_payload(1000 + block, 3500))
         assert status == 200
     backlog = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
     assert backlog >= 10_000
-    client = await listener(url_of(server))
-    firehose = await listener(url_of(server))
+    client = await listener(url_of(server), auth=auth)
+    firehose = await listener(url_of(server), auth=auth)
     live_from = (await firehose.subscribe({}))["cursor"]
 
     async def keep_delivering() -> None:
@@ -108,6 +110,7 @@ async def test_handoff_during_a_10k_replay_has_no_gap_and_no_duplicate(
     await eventually(lambda: len(client.received) == total, within=60)
     await settle()
     assert client.cursors == list(range(1, total + 1))
+    assert bool(client.frames) == (auth is not None)
     eose = client.markers("eose")
     assert len(eose) == 1 and eose[0]["id"] == ack["id"]
     # Everything tagged for the subscription came before its eose; nothing after it is tagged.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +11,7 @@ ROLLBACK = "chainhook:rollback"
 EOSE = "chainhook:eose"
 HEARTBEAT = "chainhook:heartbeat"
 RESYNC = "chainhook:resync"
+BATCH = "chainhook:batch"
 
 
 def event_message(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,10 +56,20 @@ def rollback_message(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def message_name(record: Mapping[str, Any]) -> str:
+    return ROLLBACK if record["change"] == "rollback" else EVENT
+
+
 def message_for(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     if record["change"] == "rollback":
         return ROLLBACK, rollback_message(record)
     return EVENT, event_message(record)
+
+
+def batch_message(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``chainhook:batch``: several changes in cursor order, each the body of its own ``chainhook:event``
+    (``canonical: true``) or ``chainhook:rollback`` (``canonical: false``) message."""
+    return {"changes": [message_for(record)[1] for record in records]}
 
 
 def _iso(value: datetime | None) -> str | None:

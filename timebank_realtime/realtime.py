@@ -1,5 +1,10 @@
 """Socket.IO: the only server module that imports socketio. Connections, subscriptions, replay, emits.
 
+Sending: every server -> client message is encoded once for its whole audience and put straight on
+each recipient's Engine.IO queue, synchronously. python-socketio's ``emit`` would encode per call and
+start an asyncio task per recipient; doing it here keeps fan-out cheap and, with no await between
+deciding and queueing, makes each socket's order exactly the order of the code below.
+
 Delivery guarantee (documented in the README): a subscription gets every matching change with a
 cursor greater than its ``since`` exactly once and in cursor order: first the replay from the log,
 then the live changes held while the replay ran, then ``chainhook:eose``, then live changes.
@@ -11,16 +16,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections import defaultdict
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import engineio
 import socketio
 from aiohttp import web
 
 from .auth import AuthError, verify_token
 from .errors import DatabaseUnavailable
-from .messages import EOSE, HEARTBEAT, RESYNC, heartbeat_message, message_for
+from .messages import BATCH, EOSE, HEARTBEAT, RESYNC, batch_message, heartbeat_message, message_for, message_name
 from .metrics import Metrics
 from .sessions import Session, Subscription, TokenBucket
 from .settings import Settings
@@ -94,10 +101,9 @@ class RealtimeHub:
         """Tell every socket the cursor and chain tip, so a quiet chain is told from a dead link."""
         while True:
             await asyncio.sleep(self._settings.heartbeat_seconds)
-            try:
-                await self.sio.emit(HEARTBEAT, heartbeat_message(self.cursor, self.tip, datetime.now(UTC)))
-            except Exception:
-                logger.exception("heartbeat failed")
+            packet = encode_message(HEARTBEAT, heartbeat_message(self.cursor, self.tip, datetime.now(UTC)))
+            for session in list(self.sessions.values()):
+                self._enqueue(session, packet)
 
     async def close(self) -> None:
         for handle in self._expiries.values():
@@ -122,11 +128,13 @@ class RealtimeHub:
                     f"{error.code}: {error.message}", {"code": error.code, "message": error.message}) from None
             delay = max(0.0, grant.expires_at - time.time())
             self._expiries[sid] = asyncio.get_running_loop().call_later(delay, self._expire, sid)
-        self.sessions[sid] = Session(sid=sid, grant=grant,
+        batched = isinstance(auth, Mapping) and auth.get("batch") is True
+        self.sessions[sid] = Session(sid=sid, grant=grant, batched=batched,
+                                     eio_sid=self.sio.manager.eio_sid_from_sid(sid, "/") or "",
                                      bucket=TokenBucket.full(self._settings.subscribe_rate_per_second,
                                                              time.monotonic()))
-        logger.info("socket connected sid=%s remote=%s subject=%s", sid, environ.get("REMOTE_ADDR"),
-                    grant.subject if grant else "-")
+        logger.info("socket connected sid=%s remote=%s subject=%s batch=%s", sid, environ.get("REMOTE_ADDR"),
+                    grant.subject if grant else "-", batched)
 
     def _expire(self, sid: str) -> None:
         logger.info("socket token expired sid=%s", sid)
@@ -213,42 +221,61 @@ class RealtimeHub:
     async def _replay(self, session: Session, subscription: Subscription, upto: int) -> None:
         assert self._store is not None
         batch = self._settings.replay_batch_size
+        if not session.batched:
+            # Sent one message per change: a batch must fit in the socket's queue with room to spare.
+            batch = max(1, min(batch, self._settings.slow_consumer_backlog // 2))
         try:
             while subscription.position < upto and self._still_open(session, subscription):
-                # Bounded batches: memory stays flat however long the backlog is.
+                # Bounded batches: memory stays flat however long the backlog is. The replay goes at the
+                # reader's pace: it waits for the socket to take most of what is queued.
+                if not await self._wait_for_room(session, 1 if session.batched else batch):
+                    self._resync(session, reason="the connection fell too far behind")
+                    return
+                if not self._admit(session):
+                    return
                 records = await self._store.changes_after(subscription.position, batch, upto=upto,
                                                           match=subscription.filter.as_match())
-                for record in records:
-                    if not await self._send(session, record, replay_for=subscription.id):
-                        return
-                    subscription.position = record["cursor"]
+                if records and not self._send(session, records, replay_for=subscription.id):
+                    return
+                if records:
+                    subscription.position = records[-1]["cursor"]
                 if len(records) < batch:
                     break
         except DatabaseUnavailable as error:
             logger.warning("replay for sid=%s stopped: %s", session.sid, error)
-            await self._resync(session, reason="the event store was unreachable during replay")
+            self._resync(session, reason="the event store was unreachable during replay")
             return
         subscription.position = max(subscription.position, upto)
-        await self._hand_off(session, subscription)
+        self._hand_off(session, subscription)
 
-    async def _flush_held(self, session: Session, subscription: Subscription) -> bool:
-        while subscription.held:
-            record = subscription.held.popleft()
-            cursor = record["cursor"]
-            wanted = cursor > subscription.floor and cursor not in session.sent_while_replaying
-            if wanted and not await self._send(session, record, replay_for=subscription.id):
+    async def _wait_for_room(self, session: Session, messages: int) -> bool:
+        """Wait until ``messages`` more fit under the slow-consumer limit; False if the socket does not
+        drain within the ping timeout."""
+        limit = self._settings.slow_consumer_backlog
+        deadline = time.monotonic() + self._settings.socket_ping_timeout_seconds
+        while self._queued(session) + messages > limit:
+            if time.monotonic() > deadline or session.resyncing:
                 return False
-            subscription.position = cursor
+            await asyncio.sleep(0.01)
         return True
 
-    async def _hand_off(self, session: Session, subscription: Subscription) -> None:
-        if not (self._still_open(session, subscription) and await self._flush_held(session, subscription)):
+    def _hand_off(self, session: Session, subscription: Subscription) -> None:
+        """Send what was held during the replay, then go live and send eose, all without an await.
+
+        Every message sent for this subscription before eose is ordered by the client at eose; none
+        of its own comes after."""
+        if not self._still_open(session, subscription):
             return
-        # Live from the moment nothing is held, with no await in between. Every message sent for this
-        # subscription before eose is ordered by the client at eose; none of its own comes after.
+        held = [record for record in subscription.held
+                if record["cursor"] > subscription.floor and record["cursor"] not in session.sent_while_replaying]
+        subscription.held.clear()
+        if held and not (self._admit(session) and self._send(session, held, replay_for=subscription.id)):
+            return
+        if held:
+            subscription.position = max(subscription.position, held[-1]["cursor"])
         subscription.live = True
         session.note_sent(subscription.position)
-        await self.sio.emit(EOSE, {"id": subscription.id, "cursor": subscription.position}, to=session.sid)
+        self._enqueue(session, encode_message(EOSE, {"id": subscription.id, "cursor": subscription.position}))
 
     # --- publishing ----------------------------------------------------------------------------------
 
@@ -260,22 +287,49 @@ class RealtimeHub:
             self.tip["block_hash"] = record["block_hash"]
 
     async def publish(self, records: list[dict[str, Any]]) -> None:
-        """Hand each change to its audience, in cursor order. Called by the tailer only."""
-        for record in records:
+        """Hand a run of changes to their audiences, in cursor order. Called by the tailer only.
+
+        A socket that asked for batches gets one ``chainhook:batch`` frame carrying all its changes of
+        the run; sockets that get the same changes share one encoded frame. Other sockets get one
+        message per change, encoded once per change."""
+        now = datetime.now(UTC)
+        wanted: dict[str, list[int]] = defaultdict(list)
+        # Whether each socket is keeping up, judged once per run by what it left queued from before.
+        admitted: dict[str, bool] = {}
+        for index, record in enumerate(records):
             self.cursor = record["cursor"]
             self._note_tip(record)
             if record.get("committed_at") is not None:
-                lag = (datetime.now(UTC) - record["committed_at"]).total_seconds()
-                self._metrics.push_seconds.observe(max(0.0, lag))
-            audience = self.registry.matches(record)
-            live_message = message_for(record) if audience else None
-            for sid, sub_ids in audience.items():
+                self._metrics.push_seconds.observe(max(0.0, (now - record["committed_at"]).total_seconds()))
+            single: engineio.packet.Packet | None = None
+            for sid, sub_ids in self.registry.matches(record).items():
                 session = self.sessions.get(sid)
-                if session is not None and not session.resyncing:
-                    await self._deliver_live(session, sub_ids, record, live_message)
+                if session is None or session.resyncing or not self._route_live(session, sub_ids, record):
+                    continue
+                if sid not in admitted:
+                    admitted[sid] = self._admit(session)
+                if not admitted[sid]:
+                    continue
+                if session.batched:
+                    wanted[sid].append(index)
+                    continue
+                if single is None:
+                    single = encode_message(*message_for(record))
+                self._send_encoded(session, single, [record], event=message_name(record))
+        self._publish_batches(records, wanted)
 
-    async def _deliver_live(self, session: Session, sub_ids: list[str], record: dict[str, Any],
-                            live_message: tuple[str, dict[str, Any]] | None) -> None:
+    def _publish_batches(self, records: Sequence[dict[str, Any]], wanted: Mapping[str, list[int]]) -> None:
+        audiences: dict[tuple[int, ...], list[Session]] = defaultdict(list)
+        for sid, positions in wanted.items():
+            audiences[tuple(positions)].append(self.sessions[sid])
+        for indices, sessions in audiences.items():
+            chosen = [records[i] for i in indices]
+            frame = encode_message(BATCH, batch_message(chosen))
+            for session in sessions:
+                self._send_encoded(session, frame, chosen, event=BATCH)
+
+    def _route_live(self, session: Session, sub_ids: list[str], record: dict[str, Any]) -> bool:
+        """Hold the change for subscriptions still replaying; tell whether a live one wants it now."""
         send_now = False
         for sub_id in sub_ids:
             subscription = session.subscriptions.get(sub_id)
@@ -285,35 +339,65 @@ class RealtimeHub:
                 send_now = send_now or record["cursor"] > subscription.floor
             else:
                 subscription.held.append(record)
-        if send_now:
-            await self._send(session, record, live_message=live_message)
+        return send_now
+
+    # --- sending -------------------------------------------------------------------------------------
+
+    def _engine_socket(self, session: Session) -> Any:
+        return self.sio.eio.sockets.get(session.eio_sid)
+
+    def _queued(self, session: Session) -> int:
+        # Engine.IO queues each message per socket; a reader that cannot keep up shows up here.
+        engine_socket = self._engine_socket(session)
+        return int(engine_socket.queue.qsize()) if engine_socket is not None else 0
 
     def _backlog(self, session: Session) -> int:
-        held = sum(len(s.held) for s in session.subscriptions.values())
-        eio_sid = self.sio.manager.eio_sid_from_sid(session.sid, "/")
-        # Engine.IO queues each emit per socket; a reader that cannot keep up shows up here.
-        engine_socket = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
-        queued = engine_socket.queue.qsize() if engine_socket is not None else 0
-        return int(held + queued)
+        return sum(len(s.held) for s in session.subscriptions.values()) + self._queued(session)
 
-    async def _send(self, session: Session, record: dict[str, Any], *, replay_for: str | None = None,
-                    live_message: tuple[str, dict[str, Any]] | None = None) -> bool:
-        """Emit one change to one socket. Live changes pass the message publish() built once for all
-        recipients; a replayed one gets its own, tagged with its subscription."""
-        if session.resyncing or self.sessions.get(session.sid) is not session:
+    def _enqueue(self, session: Session, packet: engineio.packet.Packet) -> bool:
+        """Queue an encoded message for the socket's writer (the same queue ``emit`` ends in)."""
+        engine_socket = self._engine_socket(session)
+        if engine_socket is None or engine_socket.closed:
             return False
-        if self._backlog(session) >= self._settings.slow_consumer_backlog:
-            await self._resync(session, reason="the connection fell too far behind")
-            return False
-        name, message = live_message or message_for(record)
-        self._metrics.messages.labels(event=name).inc()
-        if replay_for is not None:
-            message["subscription"] = replay_for
-        await self.sio.emit(name, message, to=session.sid)
-        session.note_sent(record["cursor"])
+        engine_socket.queue.put_nowait(packet)
         return True
 
-    async def _resync(self, session: Session, *, reason: str) -> None:
+    def _send(self, session: Session, records: list[dict[str, Any]], *, replay_for: str) -> bool:
+        """Send replayed changes tagged with their subscription: one frame to a batched socket, else one
+        message per change."""
+        if session.batched:
+            frame = encode_message(BATCH, {**batch_message(records), "subscription": replay_for})
+            return self._send_encoded(session, frame, records, event=BATCH)
+        for record in records:
+            name, message = message_for(record)
+            if not self._send_encoded(session, encode_message(name, {**message, "subscription": replay_for}),
+                                      [record], event=name):
+                return False
+        return True
+
+    def _admit(self, session: Session) -> bool:
+        """Whether more may be sent to the socket: not while it still holds ``SLOW_CONSUMER_BACKLOG``
+        messages, which makes it a slow consumer (resynced). Callers ask once per run of changes, so a
+        run larger than the limit does not count against a reader that keeps up between runs."""
+        if session.resyncing:
+            return False
+        if self._backlog(session) >= self._settings.slow_consumer_backlog:
+            self._resync(session, reason="the connection fell too far behind")
+            return False
+        return True
+
+    def _send_encoded(self, session: Session, packet: engineio.packet.Packet, records: Sequence[dict[str, Any]],
+                      *, event: str) -> bool:
+        if session.resyncing or self.sessions.get(session.sid) is not session:
+            return False
+        if not self._enqueue(session, packet):
+            return False
+        self._metrics.messages.labels(event=event).inc()
+        for record in records:
+            session.note_sent(record["cursor"])
+        return True
+
+    def _resync(self, session: Session, *, reason: str) -> None:
         """Stop sending, tell the client where to resume each subscription, and disconnect it."""
         if session.resyncing:
             return
@@ -322,6 +406,22 @@ class RealtimeHub:
         positions = session.resume_positions(self.cursor - 1)
         cursor = min(positions.values(), default=self.cursor - 1)
         logger.warning("slow consumer sid=%s: %s; resync from cursor %d", session.sid, reason, cursor)
-        await self.sio.emit(RESYNC, {"cursor": cursor, "subscriptions": positions, "reason": reason},
-                            to=session.sid)
+        self._enqueue(session, encode_message(RESYNC, {"cursor": cursor, "subscriptions": positions,
+                                                       "reason": reason}))
         self._spawn(self._disconnect(session.sid))
+
+
+class _EncodedPacket(engineio.packet.Packet):  # type: ignore[misc]
+    """An Engine.IO message whose wire text is computed once, however many sockets it is sent to."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(engineio.packet.MESSAGE, data=text)
+        self._wire = str(engineio.packet.MESSAGE) + text
+
+    def encode(self, b64: bool = False) -> str:
+        return self._wire
+
+
+def encode_message(name: str, payload: Mapping[str, Any]) -> engineio.packet.Packet:
+    """A Socket.IO EVENT on the default namespace, ready for any socket's Engine.IO queue."""
+    return _EncodedPacket(socketio.packet.Packet(socketio.packet.EVENT, data=[name, payload], namespace="/").encode())

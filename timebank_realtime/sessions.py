@@ -50,6 +50,10 @@ class Session:
     sid: str
     grant: Grant | None
     bucket: TokenBucket
+    # The Engine.IO session the messages are queued on.
+    eio_sid: str = ""
+    # Asked for ``chainhook:batch`` frames (one per run of changes) instead of a message per change.
+    batched: bool = False
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     # Cursors this socket was sent while one of its subscriptions replayed: a held change the socket
     # already got through another subscription is not sent twice.
