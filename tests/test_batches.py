@@ -97,3 +97,14 @@ async def test_a_batch_request_must_be_exactly_true(server: TestServer, http: ai
     await post_webhook(http, url_of(server), load_fixture(NFT))
     await eventually(lambda: len(client.received) == 5)
     assert client.frames == []
+
+
+async def test_websocket_compression_is_declined(server: TestServer, http: aiohttp.ClientSession,
+                                                 listener: OpenListener) -> None:
+    url = f"{url_of(server)}/socket.io/?EIO=4&transport=websocket"
+    async with http.ws_connect(url, compress=15) as ws:
+        assert ws.compress == 0
+        opened = await ws.receive_str()
+        assert opened.startswith("0{")
+        await ws.send_str("40")
+        assert (await ws.receive_str()).startswith("40{")

@@ -23,7 +23,8 @@ from typing import Any
 
 import engineio
 import socketio
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 
 from .auth import AuthError, verify_token
 from .errors import DatabaseUnavailable
@@ -74,6 +75,7 @@ class RealtimeHub:
 
     def attach(self, app: web.Application) -> None:
         self.sio.attach(app, socketio_path="socket.io")
+        app.middlewares.append(_refuse_websocket_compression)
 
     def bind(self, store: EventStore, *, head: int, tip: Mapping[str, Any]) -> None:
         """Start from the log's head: live subscribers get what commits from now on."""
@@ -409,6 +411,20 @@ class RealtimeHub:
         self._enqueue(session, encode_message(RESYNC, {"cursor": cursor, "subscriptions": positions,
                                                        "reason": reason}))
         self._spawn(self._disconnect(session.sid))
+
+
+@web.middleware
+async def _refuse_websocket_compression(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Decline permessage-deflate on Socket.IO websockets, as Node's socket.io does by default.
+
+    Browsers offer it and aiohttp would accept it: every frame would then be compressed once per
+    recipient, with a compressor per connection (CPU per message and about 4x the memory per socket).
+    """
+    if request.path.startswith("/socket.io") and hdrs.SEC_WEBSOCKET_EXTENSIONS in request.headers:
+        headers = request.headers.copy()
+        del headers[hdrs.SEC_WEBSOCKET_EXTENSIONS]
+        request = request.clone(headers=headers)
+    return await handler(request)
 
 
 class _EncodedPacket(engineio.packet.Packet):  # type: ignore[misc]
