@@ -188,7 +188,8 @@ class Listener:
         return [data for kind, data in self.timeline if kind == name]
 
     async def connect(self, url: str, transport: str = "websocket", auth: Any = None) -> Listener:
-        await self.client.connect(url, transports=[transport], wait_timeout=5, auth=auth)
+        """``transport``: "websocket", "polling", or "polling+websocket" (polling, then upgraded)."""
+        await self.client.connect(url, transports=transport.split("+"), wait_timeout=5, auth=auth)
         return self
 
     async def close(self) -> None:

@@ -69,7 +69,8 @@ async def test_rollbacks_travel_in_frames_as_non_canonical_changes(
         await post_webhook(http, url_of(server), body)
     await eventually(lambda: len(client.received) == 9)
     await settle()
-    assert [c["canonical"] for frame in client.frames for c in frame["changes"]] == [True] * 3 + [False] * 3 + [True] * 3
+    canonical = [change["canonical"] for frame in client.frames for change in frame["changes"]]
+    assert canonical == [True] * 3 + [False] * 3 + [True] * 3
     assert [kind for kind, _ in client.received] == ["event"] * 3 + ["rollback"] * 3 + ["event"] * 3
     assert client.cursors == sorted(client.cursors)
 
@@ -108,3 +109,22 @@ async def test_websocket_compression_is_declined(server: TestServer, http: aioht
         assert opened.startswith("0{")
         await ws.send_str("40")
         assert (await ws.receive_str()).startswith("40{")
+
+
+@pytest.mark.parametrize(("transport", "direct"), [("websocket", True), ("polling+websocket", True),
+                                                   ("polling", False)])
+async def test_websocket_messages_are_written_straight_to_the_connection(
+        transport: str, direct: bool, server: TestServer, http: aiohttp.ClientSession,
+        listener: OpenListener) -> None:
+    client = await listener(url_of(server), transport)
+    if transport == "polling+websocket":
+        await eventually(lambda: client.client.transport() == "websocket")
+    await client.subscribe({})
+    for height in range(3):
+        await post_webhook(http, url_of(server), synthetic_payload(5000 + height, 9))
+        await eventually(lambda height=height: len(client.received) == 10 * (height + 1))  # type: ignore[misc]
+    await settle()
+    assert client.cursors == list(range(1, 31))
+    writes = server.app[HUB].writes
+    assert (writes["direct"] > 0) is direct
+    assert writes["direct"] + writes["queued"] >= 30

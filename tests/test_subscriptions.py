@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from timebank_realtime.principals import encode_standard_principal
 from timebank_realtime.subscriptions import SubscriptionRegistry, parse_filter
 
@@ -54,3 +57,57 @@ def test_removing_subscriptions_empties_the_index() -> None:
     assert registry.drop_socket("s") == 1
     assert registry.drop_socket("t") == 1
     assert registry._index == {} and registry._firehose == set() and registry.subscription_count == 0
+
+
+CONTRACTS = [f"{address(900)}.c{n}" for n in range(3)]
+ADDRESSES = [address(n) for n in range(4)]
+TYPES = ["print_event", "ft_transfer_event", "contract_call"]
+TXS = ["0x" + f"{n:064x}" for n in range(3)]
+
+filters = st.fixed_dictionaries({}, optional={
+    "contract": st.lists(st.sampled_from(CONTRACTS), min_size=1, max_size=2),
+    "address": st.lists(st.sampled_from(ADDRESSES), min_size=1, max_size=3),
+    "event_type": st.lists(st.sampled_from(TYPES), min_size=1, max_size=2),
+    "tx_hash": st.sampled_from(TXS),
+})
+events = st.builds(event, tx_hash=st.sampled_from(TXS), contract_id=st.sampled_from(CONTRACTS),
+                   event_type=st.sampled_from(TYPES),
+                   affected_addresses=st.lists(st.sampled_from(ADDRESSES), max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(held=st.lists(st.tuples(st.integers(0, 5), filters), max_size=12), run=st.lists(events, max_size=8),
+       dropped=st.lists(st.integers(0, 11), max_size=4))
+def test_audiences_are_what_checking_every_subscription_gives(
+        held: list[tuple[int, dict[str, Any]]], run: list[dict[str, Any]], dropped: list[int]) -> None:
+    registry = SubscriptionRegistry()
+    added = [(f"socket-{socket}", registry.add(f"socket-{socket}", parse_filter(raw)), parse_filter(raw))
+             for socket, raw in held]
+    for n in dropped:
+        if n < len(added):
+            registry.remove(added[n][0], added[n][1])
+    expected = {}
+    remaining = {(sid, sub_id) for sid, subs in registry._by_socket.items() for sub_id in subs}
+    for sid, sub_id in remaining:
+        f = registry._by_socket[sid][sub_id]
+        positions = [i for i, e in enumerate(run) if f.matches(e)]
+        if positions:
+            expected[(sid, sub_id)] = positions
+    got = {}
+    for positions, holders in registry.audiences(run):
+        assert positions == sorted(set(positions))
+        for key in holders:
+            assert key not in got
+            got[key] = positions
+    assert got == expected
+
+
+def test_sockets_sharing_a_filter_share_one_audience() -> None:
+    registry = SubscriptionRegistry()
+    for n in range(1000):
+        registry.add(f"socket-{n}", parse_filter({"contract": MONSTERS}))
+    registry.add("other", parse_filter({"address": address(7)}))
+    run = [event(contract_id=MONSTERS), event(affected_addresses=[address(7)]), event(contract_id=MONSTERS)]
+    audiences = sorted(registry.audiences(run), key=lambda a: len(a[1]))
+    assert [(positions, len(holders)) for positions, holders in audiences] == [([1], 1), ([0, 2], 1000)]
+    assert registry.count_by_kind()["contract"] == 1000

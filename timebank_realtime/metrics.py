@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -36,13 +38,28 @@ class Metrics:
         self.slow_consumers = Counter("timebank_slow_consumer_disconnects",
                                       "Connections sent chainhook:resync and disconnected.", registry=r)
 
-    def watch(self, sockets: Callable[[], float], subscriptions_by_kind: Callable[[], dict[str, int]]) -> None:
-        """Gauges read at scrape time from the hub's own state."""
+    def watch(self, sockets: Callable[[], float], subscriptions_by_kind: Callable[[], dict[str, int]],
+              socket_writes: Callable[[], dict[str, int]]) -> None:
+        """Figures read at scrape time from the hub's own state (kept as plain integers on the hot path)."""
         self.sockets.set_function(sockets)
         self._subscriptions_by_kind = subscriptions_by_kind
+        self.registry.register(_SocketWrites(socket_writes))
 
     def render(self) -> bytes:
         if self._subscriptions_by_kind is not None:
             for kind, count in self._subscriptions_by_kind().items():
                 self.subscriptions.labels(kind=kind).set(count)
         return generate_latest(self.registry)
+
+
+class _SocketWrites(Collector):
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("timebank_socket_writes", "Messages and frames handed to sockets: written "
+                                     "straight to the connection, or queued for the socket's writer.",
+                                     labels=["path"])
+        for path, count in self._read().items():
+            family.add_metric([path], count)
+        yield family

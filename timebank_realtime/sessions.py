@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,8 @@ class Session:
     eio_sid: str = ""
     # Asked for ``chainhook:batch`` frames (one per run of changes) instead of a message per change.
     batched: bool = False
+    # The connection of a websocket-first session, which messages may be written to directly.
+    transport: Any = None
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     # Cursors this socket was sent while one of its subscriptions replayed: a held change the socket
     # already got through another subscription is not sent twice.
@@ -65,9 +68,9 @@ class Session:
     def replaying(self) -> bool:
         return any(not s.live for s in self.subscriptions.values())
 
-    def note_sent(self, cursor: int) -> None:
+    def note_sent(self, cursors: Iterable[int]) -> None:
         if self.replaying:
-            self.sent_while_replaying.add(cursor)
+            self.sent_while_replaying.update(cursors)
         elif self.sent_while_replaying:
             self.sent_while_replaying.clear()
 

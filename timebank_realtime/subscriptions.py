@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,31 +140,46 @@ Key = tuple[str, str]  # (socket id, subscription id)
 
 @dataclass(slots=True)
 class SubscriptionRegistry:
+    """Who holds which subscription, indexed by distinct filter.
+
+    Many sockets usually share a filter (every dashboard on the firehose, every wallet page on its
+    contract), so matching is done once per distinct filter and the result shared by its holders.
+    Each distinct filter is indexed under the values of its most selective field."""
+
     _by_socket: dict[str, dict[str, Filter]] = field(default_factory=dict)
-    _index: dict[tuple[str, str], set[Key]] = field(default_factory=dict)
-    _firehose: set[Key] = field(default_factory=set)
+    _holders: dict[Filter, set[Key]] = field(default_factory=dict)
+    _index: dict[tuple[str, str], set[Filter]] = field(default_factory=dict)
+    _firehose: set[Filter] = field(default_factory=set)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def add(self, sid: str, subscription: Filter) -> str:
         sub_id = f"sub-{next(self._ids)}"
         self._by_socket.setdefault(sid, {})[sub_id] = subscription
-        for index_key in self._index_keys(subscription):
-            self._index.setdefault(index_key, set()).add((sid, sub_id))
-        if not self._index_keys(subscription):
-            self._firehose.add((sid, sub_id))
+        holders = self._holders.get(subscription)
+        if holders is None:
+            holders = self._holders[subscription] = set()
+            index_keys = self._index_keys(subscription)
+            for index_key in index_keys:
+                self._index.setdefault(index_key, set()).add(subscription)
+            if not index_keys:
+                self._firehose.add(subscription)
+        holders.add((sid, sub_id))
         return sub_id
 
     def remove(self, sid: str, sub_id: str) -> bool:
         subscription = self._by_socket.get(sid, {}).pop(sub_id, None)
         if subscription is None:
             return False
-        for index_key in self._index_keys(subscription):
-            holders = self._index.get(index_key)
-            if holders is not None:
-                holders.discard((sid, sub_id))
-                if not holders:
+        holders = self._holders[subscription]
+        holders.discard((sid, sub_id))
+        if not holders:
+            del self._holders[subscription]
+            for index_key in self._index_keys(subscription):
+                indexed = self._index[index_key]
+                indexed.discard(subscription)
+                if not indexed:
                     del self._index[index_key]
-        self._firehose.discard((sid, sub_id))
+            self._firehose.discard(subscription)
         if not self._by_socket[sid]:
             del self._by_socket[sid]
         return True
@@ -178,36 +193,48 @@ class SubscriptionRegistry:
     def count_by_kind(self) -> dict[str, int]:
         """Subscriptions by the field they are indexed under ("firehose" for the empty filter)."""
         counts = dict.fromkeys((*FIELDS, "firehose"), 0)
-        for (field_name, _value), holders in self._index.items():
-            counts[field_name] += len(holders)
-        counts["firehose"] = len(self._firehose)
+        for subscription, holders in self._holders.items():
+            index_keys = self._index_keys(subscription)
+            counts[index_keys[0][0] if index_keys else "firehose"] += len(holders)
         return counts
 
     @property
     def subscription_count(self) -> int:
-        return sum(len(subs) for subs in self._by_socket.values())
+        return sum(len(holders) for holders in self._holders.values())
+
+    def audiences(self, events: Sequence[Mapping[str, Any]]) -> list[tuple[list[int], set[Key]]]:
+        """For each distinct filter matching any of ``events``: the positions it matches, ascending,
+        and the (socket, subscription) pairs that hold it."""
+        hits: dict[Filter, list[int]] = {}
+        for position, event in enumerate(events):
+            for candidates in self._candidate_sets(event):
+                for subscription in candidates:
+                    positions = hits.get(subscription)
+                    if positions is None:
+                        if subscription.matches(event):
+                            hits[subscription] = [position]
+                    elif positions[-1] != position and subscription.matches(event):
+                        positions.append(position)
+        return [(positions, self._holders[subscription]) for subscription, positions in hits.items()]
 
     def matches(self, event: Mapping[str, Any]) -> dict[str, list[str]]:
         """For each socket with a matching subscription, the ids of all its matching subscriptions."""
         found: dict[str, list[str]] = {}
-        seen: set[Key] = set()
-        for candidates in self._candidate_sets(event):
-            for key in candidates:
-                if key in seen:
-                    continue
-                seen.add(key)
-                sid, sub_id = key
-                if self._by_socket[sid][sub_id].matches(event):
-                    found.setdefault(sid, []).append(sub_id)
+        for _positions, holders in self.audiences([event]):
+            for sid, sub_id in holders:
+                found.setdefault(sid, []).append(sub_id)
         return found
 
-    def _candidate_sets(self, event: Mapping[str, Any]) -> Iterable[set[Key]]:
-        lookups = [("tx_hash", event["tx_hash"]), ("contract", event["contract_id"]),
-                   ("event_type", event["event_type"])]
-        lookups += [("address", address) for address in event["affected_addresses"]]
-        yield self._firehose
-        for lookup in lookups:
+    def _candidate_sets(self, event: Mapping[str, Any]) -> Iterator[set[Filter]]:
+        if self._firehose:
+            yield self._firehose
+        for lookup in (("tx_hash", event["tx_hash"]), ("contract", event["contract_id"]),
+                       ("event_type", event["event_type"])):
             found = self._index.get(lookup)
+            if found:
+                yield found
+        for address in event["affected_addresses"]:
+            found = self._index.get(("address", address))
             if found:
                 yield found
 
