@@ -15,7 +15,8 @@ send, on ``POST /publish``, and emit each one as its own message. Phases:
   start of the POST carrying a change to its arrival, p50/p99 over every (change, client), after
   two untimed warm-up deliveries.
 - mixed: ours alone, clients spread over five different subscriptions (burst).
-- idle: server RSS per connected, subscribed, idle client.
+- idle: server RSS per connected, subscribed, idle client; the connections are then held for
+  ``--hold`` seconds (past a ping interval) and the run fails if any drops.
 
 Ours runs twice: "ours" with ``auth: {batch: true}`` (one frame per delivery) and "ours/single"
 (a message per change, what an unmodified socket.io client gets). Prints a table; writes
@@ -154,7 +155,7 @@ async def paced(dsn: str, target: str, clients: int, workload: Workload, interva
         return await run_load(config)
 
 
-async def idle(dsn: str, target: str, clients: int) -> dict[str, Any]:
+async def idle(dsn: str, target: str, clients: int, hold_seconds: float) -> dict[str, Any]:
     async with target_server(target, dsn) as server:
         await asyncio.sleep(2)
         before = rss_kb(server.pid)
@@ -162,7 +163,10 @@ async def idle(dsn: str, target: str, clients: int) -> dict[str, Any]:
         async def measure() -> dict[str, Any]:
             await asyncio.sleep(3)
             after = rss_kb(server.pid)
-            return {"rss_before_kb": before, "rss_after_kb": after,
+            # Held through a ping interval (the load client fails on any disconnect).
+            await asyncio.sleep(hold_seconds)
+            return {"rss_before_kb": before, "rss_after_kb": after, "held_seconds": hold_seconds,
+                    "rss_after_hold_kb": rss_kb(server.pid),
                     "kb_per_connection": round((after - before) / clients, 2)}
 
         config = {**load_config(server, target, clients, [{}]), "idle": True, "connectConcurrency": 500}
@@ -230,7 +234,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
         for clients in args.idle:
             row = {}
             for target in [t for t in args.targets if t != "ours/single"]:
-                report = await idle(dsn, target, clients)
+                report = await idle(dsn, target, clients, args.hold)
                 ok = check(report, f"idle {target} {clients}") and ok
                 row[target] = report
                 print(f"idle   {clients:>5} clients  {target:<12} {report.get('kb_per_connection', 0):>7.1f} KB "
@@ -278,6 +282,7 @@ def main() -> None:
     parser.add_argument("--paced-interval", type=float, default=1000.0, help="ms between paced deliveries")
     parser.add_argument("--paced-deliveries", type=int, default=20)
     parser.add_argument("--idle", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--hold", type=float, default=30.0, help="seconds idle connections are held (idle)")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench-fanout"))
     args = parser.parse_args()
     figures, ok = asyncio.run(run(args))

@@ -9,6 +9,7 @@
 //          workload: {publishUrl, deliveries: file of [{body, keys}], mode: "burst" | "paced",
 //                     intervalMs, warmup (untimed first deliveries), timeoutSeconds},
 //          expectedPerFilter: [n, ...], latency (record latencies)}
+//          replay (filters carry "since": time from the first subscribe to the last chainhook:eose)
 // Prints JSON lines: {"ready": ...} once every connection has subscribed, then {"result": ...}.
 // Exits 1 if any connection fails, or if any expected change has not arrived by the timeout.
 import { readFileSync } from "node:fs";
@@ -67,6 +68,10 @@ function connect(client) {
     socket.on("disconnect", (reason) => {
       if (!closing) { say({ error: `client ${client} disconnected: ${reason}` }); process.exit(1); }
     });
+    socket.on("chainhook:eose", () => {
+      eoses += 1;
+      if (eoses === config.clients && replayed) replayed();
+    });
     socket.once("connect", async () => {
       const ack = await socket.timeout(60000).emitWithAck("subscribe", config.filters[client % config.filters.length]);
       if (!ack.ok) reject(new Error(`client ${client}: ${JSON.stringify(ack.error)}`));
@@ -76,6 +81,8 @@ function connect(client) {
 }
 
 let closing = false;
+let eoses = 0;
+let replayed = null;
 function closeAll() {
   closing = true;
   for (const socket of sockets) socket.disconnect();
@@ -138,7 +145,23 @@ async function runWorkload() {
   };
 }
 
+async function runReplay() {
+  // Replay mode: the filters carry "since"; time from the first subscribe to the last eose.
+  const done = new Promise((resolve) => { replayed = resolve; });
+  const started = performance.now();
+  await connectAll();
+  if (eoses < config.clients) await done;
+  const seconds = (performance.now() - started) / 1000;
+  return { delivered, seconds, events_per_second: delivered / seconds, complete: delivered === expected };
+}
+
 try {
+  if (config.replay) {
+    const result = await runReplay();
+    say({ result });
+    closeAll();
+    process.exit(result.complete ? 0 : 1);
+  }
   const connectSeconds = await connectAll();
   say({ ready: true, clients: config.clients, connect_seconds: connectSeconds });
   if (config.idle) {

@@ -147,6 +147,7 @@ async def test_v2_delivery_is_stored_with_the_same_vocabulary(server: TestServer
     [
         (b"{not json", 400, "invalid_json"),
         (b"\xff\xfe", 400, "invalid_json"),
+        (b'{"apply": [], "rollback": [], "chainhook": {"uuid": NaN}}', 400, "invalid_json"),  # not JSON (RFC 8259)
         (b"[1, 2]", 422, "invalid_payload"),
         (json.dumps({"apply": [{"block_identifier": {"index": 1}}], "rollback": []}).encode(), 422,
          "invalid_payload"),

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import jsoncodec
 from .errors import PayloadError
 from .normalize import Delivery, normalize
 from .payload import parse_payload
@@ -57,7 +58,7 @@ def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: boo
             if not line.strip():
                 continue
             try:
-                delivery = normalize(parse_payload(json.loads(line)))
+                delivery = normalize(parse_payload(jsoncodec.loads(line)))
             except (UnicodeDecodeError, json.JSONDecodeError, PayloadError) as error:
                 message = f"{path}:{number}: {error}"
                 if abort_on_error:

@@ -26,6 +26,7 @@ import socketio
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from . import jsoncodec
 from .auth import AuthError, verify_token
 from .errors import DatabaseUnavailable
 from .messages import BATCH, EOSE, HEARTBEAT, RESYNC, batch_message, heartbeat_message, message_for, message_name
@@ -486,34 +487,38 @@ def _is_socketio_websocket(request: web.Request) -> bool:
 
 
 class _EncodedPacket(engineio.packet.Packet):  # type: ignore[misc]
-    """An Engine.IO message whose wire text, and websocket frame, are computed once, however many
-    sockets it is sent to."""
+    """An Engine.IO message encoded once, however many sockets it is sent to: as text for the
+    Engine.IO writer (websocket or polling) and as a whole websocket frame for direct writes."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__(engineio.packet.MESSAGE, data=text)
-        self._wire = str(engineio.packet.MESSAGE) + text
+    def __init__(self, message: bytes) -> None:
+        super().__init__(engineio.packet.MESSAGE)
+        self._message = message  # the Engine.IO packet: b"4" + the Socket.IO packet
+        self._text: str | None = None
         self._frame: bytes | None = None
 
     def encode(self, b64: bool = False) -> str:
-        return self._wire
+        if self._text is None:
+            self._text = self._message.decode()
+        return self._text
 
     @property
     def websocket_frame(self) -> bytes:
-        """The whole server-to-client websocket text frame (RFC 6455 5.2: final, unmasked, and
+        """The server-to-client websocket text frame (RFC 6455 5.2: final, unmasked, and
         uncompressed, since compression is declined)."""
         if self._frame is None:
-            payload = self._wire.encode()
-            size = len(payload)
+            size = len(self._message)
             if size < 126:
                 header = bytes((0x81, size))
             elif size < 1 << 16:
                 header = bytes((0x81, 126)) + size.to_bytes(2, "big")
             else:
                 header = bytes((0x81, 127)) + size.to_bytes(8, "big")
-            self._frame = header + payload
+            self._frame = header + self._message
         return self._frame
 
 
 def encode_message(name: str, payload: Mapping[str, Any]) -> _EncodedPacket:
-    """A Socket.IO EVENT on the default namespace, ready for any socket."""
-    return _EncodedPacket(socketio.packet.Packet(socketio.packet.EVENT, data=[name, payload], namespace="/").encode())
+    """A Socket.IO EVENT on the default namespace ("2" + JSON array, Socket.IO protocol v5) inside an
+    Engine.IO MESSAGE ("4"). Our payloads are plain JSON with no binary parts, which spares the
+    walk python-socketio makes through every value looking for bytes."""
+    return _EncodedPacket(b"42" + jsoncodec.dumps_bytes([name, payload]))

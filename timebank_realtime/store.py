@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
+from . import jsoncodec
 from .errors import DatabaseUnavailable, MigrationError
 from .migrations import Migration
 from .normalize import Delivery, EventRow
@@ -52,7 +54,7 @@ async def _unavailable_as_domain_error() -> AsyncIterator[None]:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("jsonb", encoder=jsoncodec.dumps, decoder=jsoncodec.loads, schema="pg_catalog")
 
 
 async def create_pool(dsn: str, *, min_size: int, max_size: int, connect_timeout: float,
@@ -279,10 +281,14 @@ def _pg_safe_value(value: Any) -> Any:
 
 
 def _jsonb_text(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    if "\\u0000" in text or _pg_safe(text) != text:
-        text = json.dumps(_pg_safe_value(value), ensure_ascii=False, separators=(",", ":"))
-    return text
+    try:
+        # orjson only writes valid UTF-8, so NUL is the one thing PostgreSQL could still refuse.
+        text = orjson.dumps(value).decode()
+        if "\\u0000" not in text:
+            return text
+    except TypeError:  # integers beyond 64 bits, lone surrogates, ...: the careful path
+        pass
+    return json.dumps(_pg_safe_value(value), ensure_ascii=False, separators=(",", ":"))
 
 
 def _unique_rows(rows: Sequence[EventRow]) -> tuple[list[EventRow], int]:

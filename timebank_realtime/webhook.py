@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import SecretStr
 
+from . import jsoncodec
 from .errors import DatabaseUnavailable, PayloadError
 from .http_errors import error_response
 from .metrics import Metrics
@@ -82,7 +83,7 @@ def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.Ap
         except web.HTTPRequestEntityTooLarge:
             return error_response(413, "payload_too_large", f"the body exceeds {max_bytes} bytes"), "unknown"
         try:
-            document = json.loads(body)
+            document = jsoncodec.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             return error_response(400, "invalid_json", f"the body is not JSON: {error}"), "unknown"
         try:

@@ -1,0 +1,56 @@
+"""JSON on the hot paths: orjson where it is exact, the standard library where it is not.
+
+orjson is several times faster but differs from the standard library on a few inputs: it reads
+integers beyond 64 bits as floats (losing digits), and refuses lone surrogates and non-string keys.
+Documents with a long run of digits go to the standard library, as do whatever orjson refuses, so
+every value reads back exactly. NaN and Infinity, which are not JSON (RFC 8259), are refused by
+both paths. Pure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+# 19 digits in a row may be an integer beyond 64 bits (2**63 has 19 digits); a false alarm only
+# costs the slower parser.
+_LONG_DIGITS_TEXT = re.compile(r"\d{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
+
+
+def _standard_loads(text: str | bytes) -> Any:
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON; raises what ``json.loads`` raises (JSONDecodeError, UnicodeDecodeError)."""
+    pattern = _LONG_DIGITS_BYTES if isinstance(text, bytes) else _LONG_DIGITS_TEXT
+    if pattern.search(text):  # type: ignore[arg-type]
+        return _standard_loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _standard_loads(text)
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text (non-ASCII characters as themselves)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
