@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 C32_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _C32_INDEX = {char: value for value, char in enumerate(C32_ALPHABET)}
@@ -16,6 +17,9 @@ _HASH160_LENGTH = 20
 _CHECKSUM_LENGTH = 4
 # Clarity 1 allowed 128-character names; newer contracts are limited to 40.
 _CONTRACT_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,127}$")
+# Principals repeat heavily (a busy contract, its callers); c32 and two sha256 per check add up on
+# ingest. The results are pure, so the most recent are kept (a few MB at most).
+_CACHED_PRINCIPALS = 16_384
 
 
 class InvalidPrincipal(ValueError):
@@ -49,12 +53,14 @@ def c32_decode(text: str) -> bytes:
     return b"\0" * leading_zeros + body
 
 
+@lru_cache(maxsize=_CACHED_PRINCIPALS)
 def encode_standard_principal(version: int, hash160: bytes) -> str:
     if not 0 <= version < 32:
         raise InvalidPrincipal(f"address version {version} is outside 0..31")
     return "S" + C32_ALPHABET[version] + c32_encode(hash160 + _checksum(version, hash160))
 
 
+@lru_cache(maxsize=_CACHED_PRINCIPALS)
 def decode_standard_principal(address: str) -> tuple[int, bytes]:
     """Return (version, hash160) of a standard principal, or raise InvalidPrincipal."""
     if len(address) < 3 or address[0] != "S" or address[1] not in _C32_INDEX:

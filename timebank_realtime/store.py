@@ -53,8 +53,27 @@ async def _unavailable_as_domain_error() -> AsyncIterator[None]:
         raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from error
 
 
+class RawJson(str):
+    """JSON text already serialized (and made safe for PostgreSQL): passed to jsonb as it is."""
+
+
+_JSONB_VERSION = b"\x01"  # jsonb's binary wire format: a version byte, then the JSON text
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    if isinstance(value, RawJson):
+        return _JSONB_VERSION + value.encode()
+    return _JSONB_VERSION + jsoncodec.dumps_bytes(value)
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return jsoncodec.loads(data[1:])
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=jsoncodec.dumps, decoder=jsoncodec.loads, schema="pg_catalog")
+    # Binary, so that COPY (binary only) can write jsonb columns too.
+    await conn.set_type_codec("jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog",
+                              format="binary")
 
 
 async def create_pool(dsn: str, *, min_size: int, max_size: int, connect_timeout: float,
@@ -173,6 +192,30 @@ FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::int[], $6::text
      AS u(tx_hash, block_height, block_hash, tx_index, event_index, contract_id, event_type,
           event_data, addresses, success, ts, last_cursor)
 RETURNING id, last_cursor
+"""
+
+_COPY_COLUMNS = ("tx_hash", "block_height", "block_hash", "tx_index", "event_index", "contract_id", "event_type",
+                 "event_data", "affected_addresses", "success", "timestamp", "last_cursor", "source_format")
+
+# After the rows of an append were COPYed with cursors head+1..last: log them, move the cursor, record
+# the delivery and notify, in one statement (the rows are the only ones with a cursor in that range).
+_APPEND_TAIL_SQL = """
+WITH logged AS (
+    INSERT INTO chainhook_changes ("cursor", event_id, change)
+    SELECT last_cursor, id, 'apply' FROM chainhook_events WHERE last_cursor > $1 AND last_cursor <= $2
+), moved AS (
+    UPDATE chainhook_cursor SET last_cursor = $2
+), recorded AS (
+    INSERT INTO chainhook_deliveries AS d (chainhook_uuid, source_format, last_block_height, last_delivery_at,
+                                           deliveries)
+    VALUES ($3, $4, $5, now(), 1)
+    ON CONFLICT (chainhook_uuid) DO UPDATE
+    SET source_format = EXCLUDED.source_format,
+        last_block_height = GREATEST(d.last_block_height, EXCLUDED.last_block_height),
+        last_delivery_at = EXCLUDED.last_delivery_at,
+        deliveries = d.deliveries + 1
+)
+SELECT pg_notify($6, $2::text)
 """
 
 _RESTORE_SQL = """
@@ -317,6 +360,14 @@ def _insert_arguments(rows: Sequence[EventRow], cursors: Sequence[int], source_f
     ]
 
 
+def _copy_records(rows: Sequence[EventRow], head: int, source_format: str) -> list[tuple[Any, ...]]:
+    """Rows for COPY, in payload (chain) order, taking cursors head+1, head+2, ..."""
+    return [(_pg_safe(r.tx_hash), r.block_height, _pg_safe(r.block_hash), r.tx_index, r.event_index,
+             _pg_safe(r.contract_id), r.event_type, RawJson(_jsonb_text(r.event_data)),
+             [_pg_safe(a) for a in r.affected_addresses], r.success, r.timestamp, head + n, source_format)
+            for n, r in enumerate(rows, start=1)]
+
+
 def _key_columns(rows: Sequence[EventRow]) -> list[list[Any]]:
     return [[_pg_safe(r.block_hash) for r in rows], [_pg_safe(r.tx_hash) for r in rows],
             [r.event_index for r in rows]]
@@ -348,6 +399,10 @@ class EventStore:
 
     async def _apply_in_transaction(self, conn: asyncpg.Connection, delivery: Delivery) -> DeliveryResult:
         rows, repeats = _unique_rows(delivery.events)
+        if rows and not delivery.rollback_block_hashes:
+            appended = await self._try_append(conn, delivery, rows, repeats)
+            if appended is not None:
+                return appended
         async with conn.transaction():
             # First statement: from here to commit no other delivery can take cursors.
             head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
@@ -375,6 +430,23 @@ class EventStore:
             restored=len(restored),
             last_cursor=last_cursor,
         )
+
+    async def _try_append(self, conn: asyncpg.Connection, delivery: Delivery, rows: list[EventRow],
+                          repeats: int) -> DeliveryResult | None:
+        """The common case, fast: every row is new. COPY them with their cursors, then log them in one
+        statement. None (and nothing written) if some row was stored before: a repeated delivery or a
+        restore, which the general path sorts out."""
+        try:
+            async with conn.transaction():
+                head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
+                await conn.copy_records_to_table("chainhook_events", columns=_COPY_COLUMNS,
+                                                 records=_copy_records(rows, head, delivery.format))
+                last = head + len(rows)
+                await conn.execute(_APPEND_TAIL_SQL, head, last, _pg_safe(delivery.chainhook_uuid), delivery.format,
+                                   delivery.tip_height, NOTIFY_CHANNEL)
+        except asyncpg.UniqueViolationError:
+            return None
+        return DeliveryResult(applied=len(rows), duplicates=repeats, rolled_back=0, restored=0, last_cursor=last)
 
     async def _roll_back(self, conn: asyncpg.Connection, delivery: Delivery, rows: list[EventRow],
                          head: int) -> list[tuple[int, int, str]]:
