@@ -1,12 +1,17 @@
-"""Ingest through the webhook vs a raw asyncpg bulk insert of the same rows, in the same run.
+"""Ingest through the webhook vs a raw asyncpg bulk insert of the same rows, in the same run; and the
+memory a single very large delivery takes.
 
-    .venv/bin/python bench/ingest.py [--payloads 30] [--events 100 1000]
+    .venv/bin/python bench/ingest.py [--payloads 30] [--events 100 1000] [--large-mb 50]
 
-Ours: synthetic Chainhook v1 payloads POSTed to the real application on a loopback port (JSON parsing,
-validation, normalization, the delivery transaction with its log and cursor, commit). Reference:
-the same normalized rows COPYed by asyncpg into a table with the same columns and indexes, one
-COPY per payload, committed. Each run uses a fresh database on the server DATABASE_URL names, else
-on an embedded PostgreSQL in /tmp/timebank-bench-ingest. Prints events/s and the ratio.
+Ours: ``timebank-realtime serve`` in its own process, sent synthetic Chainhook payloads (v1 and 2.0,
+from ``synthetic.py``) on its webhook: JSON parsing, validation, normalization, the delivery
+transaction with its change log and cursor, commit; its tailer reads every change back, as in
+production. POSTed one at a time, as Chainhook sends them, and also 4 at a time. Reference: the same
+normalized rows COPYed by asyncpg into a table with the same columns and indexes, one COPY per
+payload, committed. Large: one payload of about ``--large-mb`` MB; the server's peak RSS (VmHWM)
+above what it held before, as a multiple of the payload size. Each run uses a fresh database on the
+server DATABASE_URL names, else on an embedded PostgreSQL in /tmp/timebank-bench-ingest. Writes
+results/ingest.json.
 """
 
 from __future__ import annotations
@@ -17,100 +22,124 @@ import json
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
-from _harness import serve_on_loopback, server_dsn, write_results
+import synthetic
+from _harness import ROOT, fresh_database, ours, rss_kb, server_dsn, write_results
 
-from timebank_realtime.app import migrate
 from timebank_realtime.normalize import normalize
 from timebank_realtime.payload import parse_payload
-from timebank_realtime.settings import Settings
 
-RESULTS = Path(__file__).parent / "results" / "ingest.json"
+RESULTS = ROOT / "bench" / "results" / "ingest.json"
 COLUMNS = ["tx_hash", "block_height", "block_hash", "tx_index", "event_index", "contract_id", "event_type",
            "event_data", "affected_addresses", "success", "timestamp", "last_cursor", "source_format"]
+WEBHOOK = "/api/webhooks/chainhook"
 
 
-CONTRACT = "SP2C2YFP12AJZB4MABJBAJ55XECVS7E4PMMZ89YZR.bench"
-SENDER = "SPWKDKPZ3QDPQGDADWJ3EWPAP14CB1N1HDQ897W5"
+def shape(events: int) -> synthetic.Shape:
+    """Transactions of 25 events (plus the contract call row each): ``events`` changes per payload."""
+    txs = max(1, events // 26)
+    return synthetic.Shape(txs=txs, events=max(1, events // txs - 1), addresses=5000, contracts=50)
 
 
-def _print_value(n: int) -> str:
-    """(tuple (kind "vault") (amount u<n>)), serialized."""
-    return ("0x0c00000002" + "04" + b"kind".hex() + "0d00000005" + b"vault".hex()
-            + "06" + b"amount".hex() + "01" + n.to_bytes(16, "big").hex())
+async def post_all(url: str, bodies: list[bytes], in_flight: int) -> float:
+    """POST every body, ``in_flight`` at a time; seconds until the last is committed."""
+    queue = list(reversed(bodies))
+    async with aiohttp.ClientSession() as http:
 
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                async with http.post(url + WEBHOOK, data=body, headers={"content-type": "application/json"}) as r:
+                    assert r.status == 200, await r.text()
 
-def payload(height: int, events: int) -> dict[str, Any]:
-    """A synthetic v1 payload: one block, one contract call, ``events`` print events."""
-    receipt = [{"type": "SmartContractEvent", "position": {"index": i},
-                "data": {"contract_identifier": CONTRACT, "topic": "print", "raw_value": _print_value(i)}}
-               for i in range(events)]
-    metadata = {"success": True, "sender": SENDER, "result": "(ok true)", "position": {"index": 0},
-                "kind": {"type": "ContractCall", "data": {"contract_identifier": CONTRACT, "method": "go", "args": []}},
-                "receipt": {"events": receipt}}
-    block = {"block_identifier": {"index": height, "hash": f"0x{height:064x}"},
-             "parent_block_identifier": {"index": height - 1, "hash": "0x00"}, "timestamp": 1_730_000_000,
-             "transactions": [{"transaction_identifier": {"hash": f"0x{height:064x}"}, "metadata": metadata}]}
-    return {"apply": [block], "rollback": [], "chainhook": {"uuid": "bench"}}
-
-
-async def fresh_database(server_dsn: str, name: str) -> str:
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    parts = urlsplit(server_dsn)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
-async def ours(dsn: str, bodies: list[bytes], events: int) -> float:
-    async with serve_on_loopback(dsn) as url, aiohttp.ClientSession() as http:
         started = time.perf_counter()
-        for body in bodies:
-            async with http.post(f"{url}/api/webhooks/chainhook", data=body) as response:
-                assert response.status == 200, await response.text()
-        elapsed = time.perf_counter() - started
-    return len(bodies) * (events + 1) / elapsed
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        return time.perf_counter() - started
 
 
-async def reference(dsn: str, payloads: list[dict[str, Any]]) -> float:
-    records = []
-    for document in payloads:
+async def ours_rate(server: str, name: str, bodies: list[bytes], changes: int, in_flight: int) -> float:
+    dsn = await fresh_database(server, name)
+    async with ours(dsn) as service:
+        seconds = await post_all(service.url, bodies, in_flight)
+    return changes / seconds
+
+
+async def raw_copy_rate(server: str, name: str, documents: list[dict[str, Any]]) -> float:
+    batches = []
+    for document in documents:
         rows = normalize(parse_payload(document)).events
-        records.append([(r.tx_hash, r.block_height, r.block_hash, r.tx_index, r.event_index, r.contract_id,
+        batches.append([(r.tx_hash, r.block_height, r.block_hash, r.tx_index, r.event_index, r.contract_id,
                          r.event_type, json.dumps(r.event_data), list(r.affected_addresses), r.success, r.timestamp,
                          n, "v1") for n, r in enumerate(rows, start=1)])
+    dsn = await fresh_database(server, name)
+    async with ours(dsn):  # migrated: the same table definition and indexes to copy
+        pass
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("CREATE TABLE raw_events (LIKE chainhook_events INCLUDING ALL)")
         started = time.perf_counter()
-        for batch in records:
+        for batch in batches:
             async with conn.transaction():
                 await conn.copy_records_to_table("raw_events", records=batch, columns=COLUMNS)
-        elapsed = time.perf_counter() - started
+        seconds = time.perf_counter() - started
     finally:
         await conn.close()
-    return sum(len(r) for r in records) / elapsed
+    return sum(len(b) for b in batches) / seconds
 
 
-async def run(server_dsn: str, count: int, sizes: list[int]) -> dict[str, Any]:
+async def throughput(server: str, count: int, sizes: list[int]) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for events in sizes:
-        documents = [payload(1_000_000 + events * 1000 + n, events) for n in range(count)]
-        bodies = [json.dumps(d).encode() for d in documents]
-        dsn = await fresh_database(server_dsn, f"ingest_{events}")
-        await migrate(dsn, Settings(_env_file=None, database_url=dsn))  # type: ignore[call-arg]
-        ours_rate = await ours(dsn, bodies, events)
-        raw_rate = await reference(dsn, documents)
-        figures[str(events)] = {"ours_events_per_s": round(ours_rate), "raw_copy_events_per_s": round(raw_rate),
-                                "ratio": round(ours_rate / raw_rate, 2)}
-        print(f"{events:>5} events/payload  ours {ours_rate:>9,.0f}/s  raw COPY {raw_rate:>9,.0f}/s  "
-              f"ratio {ours_rate / raw_rate:.2f}", flush=True)
+        for fmt in ("v1", "2.0"):
+            documents = synthetic.payloads(1_000_000, count, shape(events), "v1" if fmt == "v1" else "2.0")
+            changes = sum(len(normalize(parse_payload(d)).events) for d in documents)
+            bodies = [json.dumps(d).encode() for d in documents]
+            raw = await raw_copy_rate(server, "ingest_raw", documents)
+            sequential = await ours_rate(server, "ingest_ours", bodies, changes, 1)
+            concurrent = await ours_rate(server, "ingest_ours", bodies, changes, 4)
+            row = {"changes_per_payload": changes // count, "raw_copy_events_per_s": round(raw),
+                   "ours_events_per_s": round(sequential), "ratio": round(sequential / raw, 2),
+                   "ours_4_in_flight_events_per_s": round(concurrent), "ratio_4_in_flight": round(concurrent / raw, 2)}
+            figures[f"{events}/{fmt}"] = row
+            print(f"{events:>5} events/payload {fmt:<3}  raw COPY {raw:>8,.0f}/s  ours {sequential:>8,.0f}/s "
+                  f"({sequential / raw:.2f})  4 in flight {concurrent:>8,.0f}/s ({concurrent / raw:.2f})", flush=True)
+    return figures
+
+
+async def large_delivery(server: str, megabytes: float) -> dict[str, Any]:
+    # About 270 bytes of JSON per event with this shape.
+    events = int(megabytes * 1_000_000 / 270)
+    document = synthetic.payload(9_000_000, synthetic.Shape(txs=max(1, events // 500), events=499,
+                                                            addresses=20_000, contracts=50))
+    body = json.dumps(document).encode()
+    del document
+    dsn = await fresh_database(server, "ingest_large")
+    async with ours(dsn, MAX_PAYLOAD_BYTES=str(len(body) + 1)) as service:
+        await asyncio.sleep(1)
+        before = rss_kb(service.pid)
+        started = time.perf_counter()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as http, \
+                http.post(service.url + WEBHOOK, data=body, headers={"content-type": "application/json"}) as r:
+            status, answer = r.status, await r.json()
+        seconds = time.perf_counter() - started
+        await asyncio.sleep(2)  # the tailer reads the changes back too
+        peak = rss_kb(service.pid, "VmHWM")
+    growth = (peak - before) * 1024
+    figures = {"payload_bytes": len(body), "status": status, "applied": answer.get("applied"),
+               "seconds": round(seconds, 1), "rss_before_kb": before, "peak_rss_kb": peak,
+               "peak_growth_over_payload": round(growth / len(body), 2)}
+    print(f"large: {len(body) / 1e6:.1f} MB, {answer.get('applied')} events, HTTP {status} in {seconds:.1f} s; "
+          f"peak RSS grew {growth / 1e6:.0f} MB = {growth / len(body):.1f}x the payload", flush=True)
+    return figures
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    server = server_dsn(args.data_dir)
+    figures: dict[str, Any] = {"throughput": await throughput(server, args.payloads, args.events)}
+    if args.large_mb:
+        figures["large"] = await large_delivery(server, args.large_mb)
     return figures
 
 
@@ -118,9 +147,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--payloads", type=int, default=30)
     parser.add_argument("--events", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--large-mb", type=float, default=50.0, help="0 to skip")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench-ingest"))
     args = parser.parse_args()
-    write_results(RESULTS, asyncio.run(run(server_dsn(args.data_dir), args.payloads, args.events)))
+    write_results(RESULTS, asyncio.run(run(args)))
 
 
 if __name__ == "__main__":

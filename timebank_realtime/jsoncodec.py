@@ -25,13 +25,13 @@ def _refuse_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
 
 
-def _standard_loads(text: str | bytes) -> Any:
+def _standard_loads(text: str | bytes | bytearray) -> Any:
     return json.loads(text, parse_constant=_refuse_constant)
 
 
-def loads(text: str | bytes) -> Any:
+def loads(text: str | bytes | bytearray) -> Any:
     """Parse JSON; raises what ``json.loads`` raises (JSONDecodeError, UnicodeDecodeError)."""
-    pattern = _LONG_DIGITS_BYTES if isinstance(text, bytes) else _LONG_DIGITS_TEXT
+    pattern = _LONG_DIGITS_TEXT if isinstance(text, str) else _LONG_DIGITS_BYTES
     if pattern.search(text):  # type: ignore[arg-type]
         return _standard_loads(text)
     try:

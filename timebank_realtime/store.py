@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -360,12 +360,13 @@ def _insert_arguments(rows: Sequence[EventRow], cursors: Sequence[int], source_f
     ]
 
 
-def _copy_records(rows: Sequence[EventRow], head: int, source_format: str) -> list[tuple[Any, ...]]:
-    """Rows for COPY, in payload (chain) order, taking cursors head+1, head+2, ..."""
-    return [(_pg_safe(r.tx_hash), r.block_height, _pg_safe(r.block_hash), r.tx_index, r.event_index,
+def _copy_records(rows: Sequence[EventRow], head: int, source_format: str) -> Iterator[tuple[Any, ...]]:
+    """Rows for COPY, in payload (chain) order, taking cursors head+1, head+2, ... (made as COPY
+    consumes them, so a large delivery is not serialized twice in memory)."""
+    return ((_pg_safe(r.tx_hash), r.block_height, _pg_safe(r.block_hash), r.tx_index, r.event_index,
              _pg_safe(r.contract_id), r.event_type, RawJson(_jsonb_text(r.event_data)),
              [_pg_safe(a) for a in r.affected_addresses], r.success, r.timestamp, head + n, source_format)
-            for n, r in enumerate(rows, start=1)]
+            for n, r in enumerate(rows, start=1))
 
 
 def _key_columns(rows: Sequence[EventRow]) -> list[list[Any]]:

@@ -17,7 +17,7 @@ from . import jsoncodec
 from .errors import DatabaseUnavailable, PayloadError
 from .http_errors import error_response
 from .metrics import Metrics
-from .normalize import normalize
+from .normalize import Delivery, normalize
 from .payload import parse_payload
 from .store import DeliveryResult, EventStore
 
@@ -79,15 +79,11 @@ def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.Ap
         if request.content_length is not None and request.content_length > max_bytes:
             return error_response(413, "payload_too_large", f"the body exceeds {max_bytes} bytes"), "unknown"
         try:
-            body = await request.read()
+            delivery = await _read_delivery(request, max_bytes)
         except web.HTTPRequestEntityTooLarge:
             return error_response(413, "payload_too_large", f"the body exceeds {max_bytes} bytes"), "unknown"
-        try:
-            document = jsoncodec.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             return error_response(400, "invalid_json", f"the body is not JSON: {error}"), "unknown"
-        try:
-            delivery = normalize(parse_payload(document))
         except PayloadError as error:
             return error_response(422, "invalid_payload", error.message, path=error.path), "unknown"
         try:
@@ -114,6 +110,24 @@ def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.Ap
         }), delivery.format
 
     return handle
+
+
+async def _read_body(request: web.Request, max_bytes: int) -> bytearray:
+    """The body, refused past ``max_bytes`` while it streams in. (Not ``request.read()``, which keeps
+    a copy on the request for as long as the request lives.)"""
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=len(body))
+    return body
+
+
+async def _read_delivery(request: web.Request, max_bytes: int) -> Delivery:
+    """Body -> JSON -> validated payload -> rows. Each stage's input is let go as soon as the next
+    exists, so a large delivery does not hold all four at once."""
+    payload = parse_payload(jsoncodec.loads(await _read_body(request, max_bytes)))
+    return normalize(payload)
 
 
 def _count(metrics: Metrics, result: DeliveryResult) -> None:
