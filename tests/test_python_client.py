@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
+from timebank_realtime.app import HUB
 from timebank_realtime.client import SubscriptionRefused, TimebankClient
 
 from .conftest import Serve, eventually, load_fixture, post_webhook, url_of
@@ -67,6 +68,8 @@ async def test_client_replays_then_follows_live(server: TestServer, http: aiohtt
         await eventually(lambda: len(everything.changes) == 20)
         assert prints.cursors == await matching_cursors(db, "event_type = 'print_event'")
         assert everything.cursors == list(range(6, 26))
+        # It asked for batches: one frame per delivery.
+        assert [session.batched for session in server.app[HUB].sessions.values()] == [True]
 
 
 async def test_kill_the_connection_mid_stream_loses_and_repeats_nothing(

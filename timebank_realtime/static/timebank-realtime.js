@@ -49,7 +49,9 @@ export function createTimebankClient({
   let failures = 0;
   const socket = io(url, {
     transports,
-    auth: (cb) => Promise.resolve(typeof token === "function" ? token() : token).then((t) => cb(t ? { token: t } : {})),
+    // batch: one chainhook:batch frame per delivery instead of a message per change.
+    auth: (cb) => Promise.resolve(typeof token === "function" ? token() : token)
+      .then((t) => cb(t ? { batch: true, token: t } : { batch: true })),
     randomizationFactor: 0.5, reconnectionDelay: backoffInitialMs, reconnectionDelayMax: backoffMaxMs,
   });
 
@@ -105,6 +107,10 @@ export function createTimebankClient({
   };
   socket.on("chainhook:event", onChange("event"));
   socket.on("chainhook:rollback", onChange("rollback"));
+  socket.on("chainhook:batch", ({ changes, subscription }) => {
+    const tag = subscription === undefined ? {} : { subscription };
+    for (const change of changes) onChange(change.canonical ? "event" : "rollback")({ ...change, ...tag });
+  });
   socket.on("chainhook:eose", ({ id }) => {
     const sub = subscriptions.find((s) => s.serverId === id);
     if (sub) goLive(sub); else earlyEose.add(id);
