@@ -57,8 +57,8 @@ class _SocketWrites(Collector):
         self._read = read
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily("timebank_socket_writes", "Messages and frames handed to sockets: written "
-                                     "straight to the connection, or queued for the socket's writer.",
+        family = CounterMetricFamily("timebank_socket_writes", "Messages handed to sockets: written straight to "
+                                     "the connection, or queued for the socket's Engine.IO writer.",
                                      labels=["path"])
         for path, count in self._read().items():
             family.add_metric([path], count)

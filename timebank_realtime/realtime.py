@@ -29,7 +29,7 @@ from aiohttp.typedefs import Handler
 from . import jsoncodec
 from .auth import AuthError, verify_token
 from .errors import DatabaseUnavailable
-from .messages import BATCH, EOSE, HEARTBEAT, RESYNC, batch_message, heartbeat_message, message_for, message_name
+from .messages import BATCH, EOSE, HEARTBEAT, RESYNC, batch_message, heartbeat_message, message_for
 from .metrics import Metrics
 from .sessions import Session, Subscription, TokenBucket
 from .settings import Settings
@@ -321,21 +321,23 @@ class RealtimeHub:
         changes share one encoded frame; other sockets get one message per change, each change
         encoded once."""
         self._note_run(records)
-        frames: dict[tuple[int, ...], list[Session]] = defaultdict(list)
-        singles: dict[int, _EncodedPacket] = {}
+        batched: dict[tuple[int, ...], list[Session]] = defaultdict(list)
+        single: dict[tuple[int, ...], list[Session]] = defaultdict(list)
         for sid, positions in self._route(records).items():
             session = self.sessions[sid]
-            if not self._admit(session):
-                continue
-            if session.batched:
-                frames[tuple(positions)].append(session)
-            else:
-                self._send_singles(session, records, positions, singles)
-        for shared, sessions in frames.items():
+            if self._admit(session):
+                (batched if session.batched else single)[tuple(positions)].append(session)
+        for shared, sessions in batched.items():
             chosen = [records[i] for i in shared]
             frame = encode_message(BATCH, batch_message(chosen))
             for session in sessions:
-                self._send_encoded(session, frame, chosen, event=BATCH)
+                self._send_encoded(session, frame, chosen)
+        encoded: dict[int, _EncodedPacket] = {}
+        for shared, sessions in single.items():
+            chosen = [records[i] for i in shared]
+            run = _PacketRun([self._single_message(encoded, i, records[i]) for i in shared])
+            for session in sessions:
+                self._send_encoded(session, run, chosen)
 
     def _note_run(self, records: Sequence[dict[str, Any]]) -> None:
         now = datetime.now(UTC)
@@ -345,16 +347,13 @@ class RealtimeHub:
             if record.get("committed_at") is not None:
                 self._metrics.push_seconds.observe(max(0.0, (now - record["committed_at"]).total_seconds()))
 
-    def _send_singles(self, session: Session, records: Sequence[dict[str, Any]], positions: list[int],
-                      encoded: dict[int, _EncodedPacket]) -> None:
-        """One message per change; ``encoded`` keeps each change's message for its other recipients."""
-        for position in positions:
-            record = records[position]
-            packet = encoded.get(position)
-            if packet is None:
-                packet = encoded[position] = encode_message(*message_for(record))
-            if not self._send_encoded(session, packet, [record], event=message_name(record)):
-                return
+    @staticmethod
+    def _single_message(encoded: dict[int, _EncodedPacket], position: int, record: dict[str, Any]) -> _EncodedPacket:
+        """A change's own message, encoded once for every socket of the run that gets it."""
+        packet = encoded.get(position)
+        if packet is None:
+            packet = encoded[position] = encode_message(*message_for(record))
+        return packet
 
     def _route(self, records: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
         """Which positions of ``records`` each socket gets now. Changes for a subscription still
@@ -395,7 +394,7 @@ class RealtimeHub:
             held += len(subscription.held)
         return held + self._queued(session)
 
-    def _enqueue(self, session: Session, packet: _EncodedPacket) -> bool:
+    def _enqueue(self, session: Session, packet: _EncodedPacket | _PacketRun) -> bool:
         """Send an encoded message: written straight to the websocket's connection when that cannot
         overtake anything, else queued for the socket's Engine.IO writer (where ``emit`` puts it).
 
@@ -411,10 +410,11 @@ class RealtimeHub:
                 and queue._getters and not transport.is_closing()
                 and transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT_BYTES):
             transport.write(packet.websocket_frame)
-            self.writes["direct"] += 1
+            self.writes["direct"] += len(packet.packets)
         else:
-            queue.put_nowait(packet)
-            self.writes["queued"] += 1
+            for one in packet.packets:
+                queue.put_nowait(one)
+            self.writes["queued"] += len(packet.packets)
         return True
 
     def _send(self, session: Session, records: list[dict[str, Any]], *, replay_for: str) -> bool:
@@ -422,13 +422,12 @@ class RealtimeHub:
         message per change."""
         if session.batched:
             frame = encode_message(BATCH, {**batch_message(records), "subscription": replay_for})
-            return self._send_encoded(session, frame, records, event=BATCH)
+            return self._send_encoded(session, frame, records)
+        run = []
         for record in records:
             name, message = message_for(record)
-            if not self._send_encoded(session, encode_message(name, {**message, "subscription": replay_for}),
-                                      [record], event=name):
-                return False
-        return True
+            run.append(encode_message(name, {**message, "subscription": replay_for}))
+        return self._send_encoded(session, _PacketRun(run), records)
 
     def _admit(self, session: Session) -> bool:
         """Whether more may be sent to the socket: not while it still holds ``SLOW_CONSUMER_BACKLOG``
@@ -441,16 +440,17 @@ class RealtimeHub:
             return False
         return True
 
-    def _send_encoded(self, session: Session, packet: _EncodedPacket, records: Sequence[dict[str, Any]],
-                      *, event: str) -> bool:
+    def _send_encoded(self, session: Session, packet: _EncodedPacket | _PacketRun,
+                      records: Sequence[dict[str, Any]]) -> bool:
         if session.resyncing or self.sessions.get(session.sid) is not session:
             return False
         if not self._enqueue(session, packet):
             return False
-        counter = self._sent.get(event)
-        if counter is None:
-            counter = self._sent[event] = self._metrics.messages.labels(event=event)
-        counter.inc()
+        for one in packet.packets:
+            counter = self._sent.get(one.event)
+            if counter is None:
+                counter = self._sent[one.event] = self._metrics.messages.labels(event=one.event)
+            counter.inc()
         session.note_sent(record["cursor"] for record in records)
         return True
 
@@ -490,11 +490,16 @@ class _EncodedPacket(engineio.packet.Packet):  # type: ignore[misc]
     """An Engine.IO message encoded once, however many sockets it is sent to: as text for the
     Engine.IO writer (websocket or polling) and as a whole websocket frame for direct writes."""
 
-    def __init__(self, message: bytes) -> None:
+    def __init__(self, event: str, message: bytes) -> None:
         super().__init__(engineio.packet.MESSAGE)
+        self.event = event
         self._message = message  # the Engine.IO packet: b"4" + the Socket.IO packet
         self._text: str | None = None
         self._frame: bytes | None = None
+
+    @property
+    def packets(self) -> tuple[_EncodedPacket]:
+        return (self,)
 
     def encode(self, b64: bool = False) -> str:
         if self._text is None:
@@ -517,8 +522,23 @@ class _EncodedPacket(engineio.packet.Packet):  # type: ignore[misc]
         return self._frame
 
 
+class _PacketRun:
+    """Several messages for the same sockets, in order: one write of all their frames to a
+    connection, or one queue entry each."""
+
+    def __init__(self, packets: list[_EncodedPacket]) -> None:
+        self.packets = packets
+        self._frames: bytes | None = None
+
+    @property
+    def websocket_frame(self) -> bytes:
+        if self._frames is None:
+            self._frames = b"".join(packet.websocket_frame for packet in self.packets)
+        return self._frames
+
+
 def encode_message(name: str, payload: Mapping[str, Any]) -> _EncodedPacket:
     """A Socket.IO EVENT on the default namespace ("2" + JSON array, Socket.IO protocol v5) inside an
     Engine.IO MESSAGE ("4"). Our payloads are plain JSON with no binary parts, which spares the
     walk python-socketio makes through every value looking for bytes."""
-    return _EncodedPacket(b"42" + jsoncodec.dumps_bytes([name, payload]))
+    return _EncodedPacket(name, b"42" + jsoncodec.dumps_bytes([name, payload]))
