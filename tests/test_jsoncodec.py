@@ -46,3 +46,10 @@ def test_dumps_writes_what_json_would_read_back(value: object) -> None:
     text = jsoncodec.dumps(value)
     assert json.loads(text) == json.loads(json.dumps(value))
     assert jsoncodec.dumps_bytes(value).decode("utf-8", "surrogatepass") == text
+
+
+@pytest.mark.parametrize("text", ['{"a":12345678901234567890}', '[ -12345678901234567890 ]',
+                                  '{"a": [1, 99999999999999999999]}', " 12345678901234567890"])
+def test_big_integers_anywhere_keep_every_digit(text: str) -> None:
+    assert jsoncodec.loads(text) == json.loads(text)
+    assert jsoncodec.loads(text.encode()) == json.loads(text)

@@ -2,7 +2,7 @@
 
 orjson is several times faster but differs from the standard library on a few inputs: it reads
 integers beyond 64 bits as floats (losing digits), and refuses lone surrogates and non-string keys.
-Documents with a long run of digits go to the standard library, as do whatever orjson refuses, so
+Documents with a number of 19+ digits go to the standard library, as do whatever orjson refuses, so
 every value reads back exactly. NaN and Infinity, which are not JSON (RFC 8259), are refused by
 both paths. Pure.
 """
@@ -15,10 +15,11 @@ from typing import Any
 
 import orjson
 
-# 19 digits in a row may be an integer beyond 64 bits (2**63 has 19 digits); a false alarm only
-# costs the slower parser.
-_LONG_DIGITS_TEXT = re.compile(r"\d{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+# A number of 19 digits or more may be an integer beyond 64 bits (2**63 has 19 digits). Numbers follow
+# ":", "[", "," or the start; digits inside strings (hashes, hex values) mostly do not, and when they do, the
+# false alarm only costs the slower parser.
+_LONG_NUMBER_TEXT = re.compile(r"(?:^|[:\[,])\s*-?\d{19}")
+_LONG_NUMBER_BYTES = re.compile(rb"(?:^|[:\[,])\s*-?\d{19}")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -31,7 +32,7 @@ def _standard_loads(text: str | bytes | bytearray) -> Any:
 
 def loads(text: str | bytes | bytearray) -> Any:
     """Parse JSON; raises what ``json.loads`` raises (JSONDecodeError, UnicodeDecodeError)."""
-    pattern = _LONG_DIGITS_TEXT if isinstance(text, str) else _LONG_DIGITS_BYTES
+    pattern = _LONG_NUMBER_TEXT if isinstance(text, str) else _LONG_NUMBER_BYTES
     if pattern.search(text):  # type: ignore[arg-type]
         return _standard_loads(text)
     try:
