@@ -178,7 +178,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_sockets)
     app.router.add_post("/api/webhooks/chainhook",
                         make_webhook_handler(STORE, DRAINING, settings.chainhook_webhook_secret,
-                                             settings.max_payload_bytes, metrics))
+                                             settings.max_payload_bytes, settings.stream_delivery_bytes, metrics))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

@@ -270,7 +270,7 @@ def _normalize_v1(payload: V1Payload) -> Delivery:
     for block_number, block in enumerate(payload.apply):
         for tx_number, tx in enumerate(block.transactions):
             path = f"$.apply[{block_number}].transactions[{tx_number}]"
-            tx_rows, tx_skipped = _v1_transaction_rows(block, tx, tx_number, path)
+            tx_rows, tx_skipped = v1_transaction_rows(block, tx, tx_number, path)
             rows.extend(tx_rows)
             skipped += tx_skipped
     return Delivery(
@@ -294,8 +294,10 @@ def _v1_called_contract(tx: V1Transaction) -> str:
     return contract if isinstance(contract, str) else ""
 
 
-def _v1_transaction_rows(block: V1Block, tx: V1Transaction, tx_number: int,
-                         path: str) -> tuple[list[EventRow], int]:
+def v1_transaction_rows(block: V1Block, tx: V1Transaction, tx_number: int,
+                        path: str) -> tuple[list[EventRow], int]:
+    """One transaction's rows in event order, and how many of its events were skipped (also used
+    by the streamed path, one transaction at a time)."""
     meta = tx.metadata
     context = _TxContext(
         block=block,
@@ -390,7 +392,7 @@ def _normalize_v2(payload: V2Payload) -> Delivery:
     rows: list[EventRow] = []
     for block in payload.event.apply:
         for tx in block.transactions:
-            rows.extend(_v2_transaction_rows(block, tx))
+            rows.extend(v2_transaction_rows(block, tx))
     return Delivery(
         format="v2",
         chainhook_uuid=payload.chainhook.uuid,
@@ -411,7 +413,7 @@ def _v2_contract(tx: V2Transaction) -> str:
     return ""
 
 
-def _v2_transaction_rows(block: V2Block, tx: V2Transaction) -> list[EventRow]:
+def v2_transaction_rows(block: V2Block, tx: V2Transaction) -> list[EventRow]:
     meta = tx.metadata
     context = _TxContext(
         block=block,

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
 
     chainhook_webhook_secret: SecretStr | None = None
     max_payload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    stream_delivery_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
 
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +27,7 @@ from .errors import DatabaseUnavailable, MigrationError
 from .migrations import Migration
 from .normalize import Delivery, EventRow
 from .queries import EventQuery
+from .streaming import StreamSummary
 
 logger = logging.getLogger(__name__)
 
@@ -360,12 +361,13 @@ def _insert_arguments(rows: Sequence[EventRow], cursors: Sequence[int], source_f
     ]
 
 
-def _copy_records(rows: Sequence[EventRow], head: int, source_format: str) -> Iterator[tuple[Any, ...]]:
+def _copy_records(rows: Iterable[EventRow], head: int, source_format: Callable[[], str]) -> Iterator[tuple[Any, ...]]:
     """Rows for COPY, in payload (chain) order, taking cursors head+1, head+2, ... (made as COPY
-    consumes them, so a large delivery is not serialized twice in memory)."""
+    consumes them, so a large delivery is not serialized twice in memory). ``source_format`` is
+    asked per row: a streamed delivery knows its format once its first row exists."""
     return ((_pg_safe(r.tx_hash), r.block_height, _pg_safe(r.block_hash), r.tx_index, r.event_index,
              _pg_safe(r.contract_id), r.event_type, RawJson(_jsonb_text(r.event_data)),
-             [_pg_safe(a) for a in r.affected_addresses], r.success, r.timestamp, head + n, source_format)
+             [_pg_safe(a) for a in r.affected_addresses], r.success, r.timestamp, head + n, source_format())
             for n, r in enumerate(rows, start=1))
 
 
@@ -441,13 +443,36 @@ class EventStore:
             async with conn.transaction():
                 head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
                 await conn.copy_records_to_table("chainhook_events", columns=_COPY_COLUMNS,
-                                                 records=_copy_records(rows, head, delivery.format))
+                                                 records=_copy_records(rows, head, lambda: delivery.format))
                 last = head + len(rows)
                 await conn.execute(_APPEND_TAIL_SQL, head, last, _pg_safe(delivery.chainhook_uuid), delivery.format,
                                    delivery.tip_height, NOTIFY_CHANNEL)
         except asyncpg.UniqueViolationError:
             return None
         return DeliveryResult(applied=len(rows), duplicates=repeats, rolled_back=0, restored=0, last_cursor=last)
+
+    async def append_stream(self, rows: Iterator[EventRow], summary: StreamSummary) -> DeliveryResult | None:
+        """Store a streamed delivery whose rows are all new, in one transaction, writing rows while
+        they are still being parsed. None, with nothing written, if some row was stored before.
+        Whatever ``rows`` raises (an invalid transaction, a shape that cannot stream) rolls the
+        transaction back and reaches the caller."""
+        async with _unavailable_as_domain_error(), self._pool.acquire(timeout=self._acquire_timeout) as conn:
+            try:
+                async with conn.transaction():
+                    head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
+                    await conn.copy_records_to_table("chainhook_events", columns=_COPY_COLUMNS,
+                                                     records=_copy_records(rows, head, lambda: summary.format or ""))
+                    last = head + summary.rows
+                    uuid, fmt = _pg_safe(summary.chainhook_uuid), summary.format
+                    if summary.rows:
+                        await conn.execute(_APPEND_TAIL_SQL, head, last, uuid, fmt, summary.tip_height,
+                                           NOTIFY_CHANNEL)
+                    else:
+                        await conn.execute(_RECORD_DELIVERY_SQL, uuid, fmt, summary.tip_height)
+            except asyncpg.UniqueViolationError:
+                return None
+        return DeliveryResult(applied=summary.rows, duplicates=summary.repeats, rolled_back=0, restored=0,
+                              last_cursor=last if summary.rows else None)
 
     async def _roll_back(self, conn: asyncpg.Connection, delivery: Delivery, rows: list[EventRow],
                          head: int) -> list[tuple[int, int, str]]:

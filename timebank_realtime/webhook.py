@@ -20,6 +20,7 @@ from .metrics import Metrics
 from .normalize import Delivery, normalize
 from .payload import parse_payload
 from .store import DeliveryResult, EventStore
+from .streaming import NeedsWholeParse, StreamSummary, stream_rows
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ def is_authorized(request: web.Request, secret: SecretStr | None) -> bool:
 
 
 def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.AppKey[asyncio.Event],
-                         secret: SecretStr | None, max_bytes: int, metrics: Metrics) -> Handler:
+                         secret: SecretStr | None, max_bytes: int, stream_bytes: int, metrics: Metrics) -> Handler:
+    """``stream_bytes``: bodies larger than this are stored while they are parsed (streaming.py)."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         response, source_format = await _deliver(request, started)
@@ -79,27 +82,28 @@ def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.Ap
         if request.content_length is not None and request.content_length > max_bytes:
             return error_response(413, "payload_too_large", f"the body exceeds {max_bytes} bytes"), "unknown"
         try:
-            delivery = await _read_delivery(request, max_bytes)
+            body = await _read_body(request, max_bytes)
         except web.HTTPRequestEntityTooLarge:
             return error_response(413, "payload_too_large", f"the body exceeds {max_bytes} bytes"), "unknown"
+        try:
+            delivery, rows, result, streamed = await _store(request.app[store_key], body, stream_bytes)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             return error_response(400, "invalid_json", f"the body is not JSON: {error}"), "unknown"
         except PayloadError as error:
             return error_response(422, "invalid_payload", error.message, path=error.path), "unknown"
-        try:
-            result = await request.app[store_key].apply_delivery(delivery)
         except DatabaseUnavailable as error:
             logger.warning("delivery refused: database unavailable (%s)", error)
             return error_response(503, "database_unavailable",
-                                  "the event store is unreachable; nothing was stored, retry later"), delivery.format
+                                  "the event store is unreachable; nothing was stored, retry later"), "unknown"
         _count(metrics, result)
         logger.info(
             "delivery format=%s chainhook=%s apply_blocks=%d rollback_blocks=%d tip=%s rows=%d "
-            "applied=%d duplicates=%d rolled_back=%d restored=%d skipped=%d cursor=%s duration_ms=%.1f",
+            "applied=%d duplicates=%d rolled_back=%d restored=%d skipped=%d cursor=%s streamed=%s "
+            "duration_ms=%.1f",
             delivery.format, delivery.chainhook_uuid or "-", delivery.apply_blocks,
-            len(delivery.rollback_block_hashes), delivery.tip_height, len(delivery.events),
+            len(delivery.rollback_block_hashes), delivery.tip_height, rows,
             result.applied, result.duplicates, result.rolled_back, result.restored,
-            delivery.skipped_events, result.last_cursor, (time.perf_counter() - started) * 1000,
+            delivery.skipped_events, result.last_cursor, streamed, (time.perf_counter() - started) * 1000,
         )
         return web.json_response({
             "applied": result.applied,
@@ -123,11 +127,35 @@ async def _read_body(request: web.Request, max_bytes: int) -> bytearray:
     return body
 
 
-async def _read_delivery(request: web.Request, max_bytes: int) -> Delivery:
-    """Body -> JSON -> validated payload -> rows. Each stage's input is let go as soon as the next
-    exists, so a large delivery does not hold all four at once."""
-    payload = parse_payload(jsoncodec.loads(await _read_body(request, max_bytes)))
-    return normalize(payload)
+async def _store(store: EventStore, body: bytearray,
+                 stream_bytes: int) -> tuple[Delivery, int, DeliveryResult, bool]:
+    """Store the delivery: streamed when large and of the common shape, else parsed whole. Returns it,
+    how many rows it held, what was stored, and whether it streamed."""
+    if len(body) > stream_bytes:
+        streamed = await _store_streamed(store, body)
+        if streamed is not None:
+            return (*streamed, True)
+    delivery = normalize(parse_payload(jsoncodec.loads(body)))
+    return delivery, len(delivery.events), await store.apply_delivery(delivery), False
+
+
+async def _store_streamed(store: EventStore, body: bytearray) -> tuple[Delivery, int, DeliveryResult] | None:
+    """Store a large delivery while parsing it (see streaming.py). None when it has to be parsed
+    whole instead: a shape that cannot stream, or rows stored before (repeats, restores)."""
+    summary = StreamSummary()
+    try:
+        result = await store.append_stream(stream_rows(body, summary), summary)
+    except NeedsWholeParse as reason:
+        logger.info("delivery parsed whole: %s", reason)
+        return None
+    if result is None:
+        logger.info("delivery parsed whole: some of its rows were stored before")
+        return None
+    assert summary.format is not None
+    delivery = Delivery(format=summary.format, chainhook_uuid=summary.chainhook_uuid, rollback_block_hashes=(),
+                        events=(), apply_blocks=summary.apply_blocks, skipped_events=summary.skipped_events,
+                        tip_height=summary.tip_height)
+    return delivery, summary.rows + summary.repeats, result
 
 
 def _count(metrics: Metrics, result: DeliveryResult) -> None:

@@ -1,0 +1,179 @@
+"""Large deliveries, streamed: rows come out of the body one transaction at a time.
+
+A delivery of tens of MB parsed whole becomes several times its size in Python objects, then models,
+then rows. Here an incremental parser (ijson) builds everything but the applied blocks'
+transactions; each transaction is validated and normalized as soon as it is complete and then
+dropped, so the caller can write rows while the body is still being read. The results are the rows
+``normalize(parse_payload(json))`` gives, in the same order.
+
+Only the common shape streams: blocks to apply, each block's header before its transactions, no
+rollback. Anything else raises ``NeedsWholeParse`` (before or after rows were produced: the caller
+discards what it wrote) and the delivery takes the whole-body path, which decides every answer.
+Pure: bytes in, rows out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import ijson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from .errors import PayloadError
+from .normalize import EventRow, Format, v1_transaction_rows, v2_transaction_rows
+from .payload import BlockIdentifier, V1Block, V1Transaction, V2Block, V2Transaction, json_path, parse_payload
+
+_READ_SIZE = 64 * 1024
+_BLOCKS = {"v1": "apply.item", "v2": "event.apply.item"}
+_ROLLBACKS = ("rollback.item", "event.rollback.item")
+_V1_TRANSACTION = TypeAdapter(V1Transaction)
+_V2_TRANSACTION = TypeAdapter(V2Transaction)
+
+
+class NeedsWholeParse(Exception):
+    """This delivery cannot be streamed; parse it whole."""
+
+
+class _BlockHeader(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    block_identifier: BlockIdentifier
+    timestamp: int = Field(ge=0)
+
+
+@dataclass
+class StreamSummary:
+    """What the delivery was, known fully once its rows have all been taken."""
+
+    format: Format | None = None
+    chainhook_uuid: str = ""
+    apply_blocks: int = 0
+    skipped_events: int = 0
+    tip_height: int | None = None
+    rows: int = 0
+    repeats: int = 0
+    _seen: set[tuple[str, str, int]] = field(default_factory=set)
+
+
+class _Reader:
+    """A file over a buffer, read in slices, so the parser does not copy the whole body."""
+
+    def __init__(self, body: bytes | bytearray) -> None:
+        self._view = memoryview(body)
+        self._position = 0
+
+    def read(self, size: int = _READ_SIZE) -> bytes:
+        chunk = bytes(self._view[self._position:self._position + size])
+        self._position += len(chunk)
+        return chunk
+
+
+def stream_rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]:
+    """The delivery's rows, each natural key once (repeats counted in ``summary``)."""
+    for row in _rows(body, summary):
+        if row.natural_key in summary._seen:
+            summary.repeats += 1
+            continue
+        summary._seen.add(row.natural_key)
+        summary.rows += 1
+        yield row
+
+
+def _rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]:
+    skeleton = ijson.ObjectBuilder()
+    transaction: ijson.ObjectBuilder | None = None
+    depth = 0
+    block_number, tx_number = -1, 0
+    block: V1Block | V2Block | None = None
+    events = ijson.parse(_Reader(body), use_float=True)
+    try:
+        for prefix, event, value in events:
+            if transaction is not None:
+                transaction.event(event, value)
+                depth += {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}.get(event, 0)
+                if depth == 0:
+                    assert block is not None and summary.format is not None
+                    yield from _transaction_rows(summary, block, block_number, tx_number, transaction.value)
+                    transaction, tx_number = None, tx_number + 1
+                continue
+            if prefix == "" and event == "map_key":
+                _note_format(summary, value)
+            elif prefix in _ROLLBACKS and event == "start_map":
+                raise NeedsWholeParse("rollbacks are applied before the rows")
+            elif summary.format is not None and prefix == _BLOCKS[summary.format] + ".transactions.item" \
+                    and event == "start_map":
+                if block is None:
+                    block = _block(summary.format, skeleton.value, block_number)
+                transaction, depth = ijson.ObjectBuilder(), 1
+                transaction.event(event, value)
+                continue
+            elif summary.format is not None and prefix == _BLOCKS[summary.format] and event == "start_map":
+                block_number, tx_number, block = block_number + 1, 0, None
+            skeleton.event(event, value)
+    except ijson.JSONError as error:
+        raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
+    _finish(summary, skeleton.value)
+
+
+def _note_format(summary: StreamSummary, key: str) -> None:
+    if key == "event":
+        if summary.format == "v1":
+            raise NeedsWholeParse("both v1 and 2.0 keys")
+        summary.format = "v2"
+    elif key in ("apply", "rollback") and summary.format is None:
+        summary.format = "v1"
+
+
+def _block(fmt: Format, document: Any, block_number: int) -> V1Block | V2Block:
+    """The block whose transactions are arriving, from its header (which must have come first)."""
+    blocks = document["apply"] if fmt == "v1" else document["event"]["apply"]
+    header = blocks[block_number]
+    if "block_identifier" not in header or "timestamp" not in header:
+        raise NeedsWholeParse("a block's header follows its transactions")
+    path = f"$.apply[{block_number}]" if fmt == "v1" else f"$.event.apply[{block_number}]"
+    try:
+        fields = _BlockHeader.model_validate(header)
+    except ValidationError as error:
+        raise _payload_error(error, path) from None
+    model = V1Block if fmt == "v1" else V2Block
+    return model.model_construct(block_identifier=fields.block_identifier, timestamp=fields.timestamp,
+                                 transactions=[])
+
+
+def _transaction_rows(summary: StreamSummary, block: V1Block | V2Block, block_number: int, tx_number: int,
+                      document: Any) -> list[EventRow]:
+    if summary.format == "v1":
+        path = f"$.apply[{block_number}].transactions[{tx_number}]"
+        try:
+            tx = _V1_TRANSACTION.validate_python(document)
+        except ValidationError as error:
+            raise _payload_error(error, path) from None
+        assert isinstance(block, V1Block)
+        rows, skipped = v1_transaction_rows(block, tx, tx_number, path)
+        summary.skipped_events += skipped
+        return rows
+    path = f"$.event.apply[{block_number}].transactions[{tx_number}]"
+    try:
+        tx2 = _V2_TRANSACTION.validate_python(document)
+    except ValidationError as error:
+        raise _payload_error(error, path) from None
+    assert isinstance(block, V2Block)
+    return v2_transaction_rows(block, tx2)
+
+
+def _payload_error(error: ValidationError, path: str) -> PayloadError:
+    first = error.errors(include_url=False)[0]
+    return PayloadError(first["msg"], path=path + json_path(tuple(first["loc"]))[1:])
+
+
+def _finish(summary: StreamSummary, document: Any) -> None:
+    """Validate everything but the transactions (already done) and fill in the summary."""
+    payload = parse_payload(document)  # PayloadError names the problem, with its path
+    blocks = payload.apply if summary.format == "v1" else payload.event.apply  # type: ignore[union-attr]
+    rollbacks = payload.rollback if summary.format == "v1" else payload.event.rollback  # type: ignore[union-attr]
+    if rollbacks:
+        raise NeedsWholeParse("rollbacks are applied before the rows")
+    summary.chainhook_uuid = payload.chainhook.uuid
+    summary.apply_blocks = len(blocks)
+    summary.tip_height = max((b.block_identifier.index for b in blocks), default=None)
