@@ -139,9 +139,11 @@ class StalledReader:
     """A raw Engine.IO websocket client that subscribes and then stops reading, with a tiny receive
     buffer so that the server's writes back up quickly."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, batch: bool = False, subscription: str = "{}") -> None:
         self.session: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.connect_packet = '40{"batch":true}' if batch else "40"
+        self.subscription = subscription
 
     @staticmethod
     def _small_socket(addr_info: Any) -> socket.socket:
@@ -155,9 +157,9 @@ class StalledReader:
         self.ws = await self.session.ws_connect(url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
                                                 max_msg_size=0)
         assert (await self.ws.receive_str()).startswith("0")       # engine.io open
-        await self.ws.send_str("40")                                 # socket.io connect
+        await self.ws.send_str(self.connect_packet)                  # socket.io connect
         assert (await self.ws.receive_str()).startswith("40")
-        await self.ws.send_str('420["subscribe",{}]')
+        await self.ws.send_str(f'420["subscribe",{self.subscription}]')
         assert (await self.ws.receive_str()).startswith("430")      # the ack; now we stop reading
 
     async def drain_for_resync(self) -> dict[str, Any] | None:
@@ -181,12 +183,14 @@ class StalledReader:
             await self.session.close()
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["per-change", "batched"])
 async def test_slow_consumer_gets_resync_and_others_are_unaffected(
-        serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection, listener: OpenListener) -> None:
+        batch: bool, serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection,
+        listener: OpenListener) -> None:
     server = await serve(slow_consumer_backlog=200, socket_ping_interval_seconds=25)
-    healthy = await listener(url_of(server))
+    healthy = await listener(url_of(server), auth={"batch": True} if batch else None)
     await healthy.subscribe({})
-    stalled = StalledReader()
+    stalled = StalledReader(batch=batch)
     await stalled.open(url_of(server))
     try:
         for block in range(6):
@@ -205,6 +209,31 @@ async def test_slow_consumer_gets_resync_and_others_are_unaffected(
     # The stalled connection was dropped; the healthy one is still there.
     await eventually(lambda: len(server.app[HUB].sessions) == 1, within=30)
     assert healthy.client.connected
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["per-change", "batched"])
+async def test_a_replay_to_a_reader_that_stopped_waits_for_it_then_resyncs(
+        batch: bool, serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    server = await serve(slow_consumer_backlog=200, replay_batch_size=500, socket_ping_timeout_seconds=2,
+                         socket_ping_interval_seconds=25)
+    for block in range(8):  # 24 MB: more than the kernel's socket buffers can take on loopback
+        status, _ = await post_webhook(http, url_of(server), synthetic_payload(6000 + block, 1000, padding=3000))
+        assert status == 200
+    total = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+    stalled = StalledReader(batch=batch, subscription='{"since":0}')
+    await stalled.open(url_of(server))
+    try:
+        hub = server.app[HUB]
+        session = next(iter(hub.sessions.values()))
+        most_queued = 0
+        for _ in range(40):  # 2 s: the replay waits for a reader that takes nothing
+            most_queued = max(most_queued, hub._queued(session))
+            await asyncio.sleep(0.05)
+        assert 0 < most_queued <= 200
+        resync = await stalled.drain_for_resync()
+        assert resync is not None and 0 <= resync["cursor"] < total
+    finally:
+        await stalled.close()
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])

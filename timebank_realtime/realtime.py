@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 # A socket whose connection holds this much unsent data gets further messages through its queue, so
 # that a slow reader shows up in the queue's length (SLOW_CONSUMER_BACKLOG).
 DIRECT_WRITE_LIMIT_BYTES = 256 * 1024
+# A socket holding this many times SLOW_CONSUMER_BACKLOG is resynced at once, without a grace period.
+SLOW_CONSUMER_HARD_FACTOR = 4
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
@@ -247,15 +249,13 @@ class RealtimeHub:
 
     async def _replay(self, session: Session, subscription: Subscription, upto: int) -> None:
         assert self._store is not None
-        batch = self._settings.replay_batch_size
-        if not session.batched:
-            # Sent one message per change: a batch must fit in the socket's queue with room to spare.
-            batch = max(1, min(batch, self._settings.slow_consumer_backlog // 2))
+        # A batch must fit under the slow-consumer limit with room to spare.
+        batch = max(1, min(self._settings.replay_batch_size, self._settings.slow_consumer_backlog // 2))
         try:
             while subscription.position < upto and self._still_open(session, subscription):
                 # Bounded batches: memory stays flat however long the backlog is. The replay goes at the
                 # reader's pace: it waits for the socket to take most of what is queued.
-                if not await self._wait_for_room(session, 1 if session.batched else batch):
+                if not await self._wait_for_room(session, batch):
                     self._resync(session, reason="the connection fell too far behind")
                     return
                 if not self._admit(session):
@@ -329,7 +329,7 @@ class RealtimeHub:
                 (batched if session.batched else single)[tuple(positions)].append(session)
         for shared, sessions in batched.items():
             chosen = [records[i] for i in shared]
-            frame = encode_message(BATCH, batch_message(chosen))
+            frame = encode_message(BATCH, batch_message(chosen), weight=len(chosen))
             for session in sessions:
                 self._send_encoded(session, frame, chosen)
         encoded: dict[int, _EncodedPacket] = {}
@@ -384,9 +384,12 @@ class RealtimeHub:
         return self.sio.eio.sockets.get(session.eio_sid)
 
     def _queued(self, session: Session) -> int:
-        # Engine.IO queues each message per socket; a reader that cannot keep up shows up here.
+        """Changes waiting in the socket's Engine.IO queue (a batch frame counts its changes): a reader
+        that cannot keep up shows up here, since direct writes stop once its connection backs up."""
         engine_socket = self._engine_socket(session)
-        return int(engine_socket.queue.qsize()) if engine_socket is not None else 0
+        if engine_socket is None:
+            return 0
+        return sum(getattr(packet, "weight", 1) for packet in engine_socket.queue._queue)
 
     def _backlog(self, session: Session) -> int:
         held = 0
@@ -421,7 +424,7 @@ class RealtimeHub:
         """Send replayed changes tagged with their subscription: one frame to a batched socket, else one
         message per change."""
         if session.batched:
-            frame = encode_message(BATCH, {**batch_message(records), "subscription": replay_for})
+            frame = encode_message(BATCH, {**batch_message(records), "subscription": replay_for}, weight=len(records))
             return self._send_encoded(session, frame, records)
         run = []
         for record in records:
@@ -430,12 +433,22 @@ class RealtimeHub:
         return self._send_encoded(session, _PacketRun(run), records)
 
     def _admit(self, session: Session) -> bool:
-        """Whether more may be sent to the socket: not while it still holds ``SLOW_CONSUMER_BACKLOG``
-        messages, which makes it a slow consumer (resynced). Callers ask once per run of changes, so a
-        run larger than the limit does not count against a reader that keeps up between runs."""
+        """Whether more may be sent to the socket, asked once per run of changes.
+
+        A socket is a slow consumer (resynced) when it has held ``SLOW_CONSUMER_BACKLOG`` changes or
+        more for a whole ping timeout, or at once holds four times that. A reader that keeps up on
+        average but is behind right after a burst of large deliveries catches up within the grace."""
         if session.resyncing:
             return False
-        if self._backlog(session) >= self._settings.slow_consumer_backlog:
+        backlog, limit = self._backlog(session), self._settings.slow_consumer_backlog
+        if backlog < limit:
+            session.behind_since = None
+            return True
+        now = time.monotonic()
+        if session.behind_since is None:
+            session.behind_since = now
+        if backlog >= SLOW_CONSUMER_HARD_FACTOR * limit or \
+                now - session.behind_since >= self._settings.socket_ping_timeout_seconds:
             self._resync(session, reason="the connection fell too far behind")
             return False
         return True
@@ -490,9 +503,10 @@ class _EncodedPacket(engineio.packet.Packet):  # type: ignore[misc]
     """An Engine.IO message encoded once, however many sockets it is sent to: as text for the
     Engine.IO writer (websocket or polling) and as a whole websocket frame for direct writes."""
 
-    def __init__(self, event: str, message: bytes) -> None:
+    def __init__(self, event: str, message: bytes, weight: int = 1) -> None:
         super().__init__(engineio.packet.MESSAGE)
         self.event = event
+        self.weight = weight  # how many changes it carries, for the slow-consumer limit
         self._message = message  # the Engine.IO packet: b"4" + the Socket.IO packet
         self._text: str | None = None
         self._frame: bytes | None = None
@@ -537,8 +551,8 @@ class _PacketRun:
         return self._frames
 
 
-def encode_message(name: str, payload: Mapping[str, Any]) -> _EncodedPacket:
+def encode_message(name: str, payload: Mapping[str, Any], *, weight: int = 1) -> _EncodedPacket:
     """A Socket.IO EVENT on the default namespace ("2" + JSON array, Socket.IO protocol v5) inside an
     Engine.IO MESSAGE ("4"). Our payloads are plain JSON with no binary parts, which spares the
     walk python-socketio makes through every value looking for bytes."""
-    return _EncodedPacket(name, b"42" + jsoncodec.dumps_bytes([name, payload]))
+    return _EncodedPacket(name, b"42" + jsoncodec.dumps_bytes([name, payload]), weight)

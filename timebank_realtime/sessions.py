@@ -63,6 +63,8 @@ class Session:
     sent_while_replaying: set[int] = field(default_factory=set)
     # Set once the socket fell too far behind: nothing more is sent, it is being disconnected.
     resyncing: bool = False
+    # Since when (monotonic seconds) the socket has held SLOW_CONSUMER_BACKLOG changes or more.
+    behind_since: float | None = None
 
     @property
     def replaying(self) -> bool:
