@@ -18,8 +18,12 @@ import orjson
 # A number of 19 digits or more may be an integer beyond 64 bits (2**63 has 19 digits). Numbers follow
 # ":", "[", "," or the start; digits inside strings (hashes, hex values) mostly do not, and when they do, the
 # false alarm only costs the slower parser.
-_LONG_NUMBER_TEXT = re.compile(r"(?:^|[:\[,])\s*-?\d{19}")
-_LONG_NUMBER_BYTES = re.compile(rb"(?:^|[:\[,])\s*-?\d{19}")
+# (Two patterns rather than one alternation with "^": the regex engine scans several times faster
+# for a leading character class, and this check runs on every jsonb value read.)
+_LONG_NUMBER_TEXT = re.compile(r"[:\[,]\s*-?\d{19}")
+_LONG_NUMBER_BYTES = re.compile(rb"[:\[,]\s*-?\d{19}")
+_LONG_FIRST_NUMBER_TEXT = re.compile(r"\s*-?\d{19}")
+_LONG_FIRST_NUMBER_BYTES = re.compile(rb"\s*-?\d{19}")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -30,10 +34,15 @@ def _standard_loads(text: str | bytes | bytearray) -> Any:
     return json.loads(text, parse_constant=_refuse_constant)
 
 
+def _has_long_number(text: str | bytes | bytearray) -> bool:
+    if isinstance(text, str):
+        return bool(_LONG_NUMBER_TEXT.search(text) or _LONG_FIRST_NUMBER_TEXT.match(text))
+    return bool(_LONG_NUMBER_BYTES.search(text) or _LONG_FIRST_NUMBER_BYTES.match(text))
+
+
 def loads(text: str | bytes | bytearray) -> Any:
     """Parse JSON; raises what ``json.loads`` raises (JSONDecodeError, UnicodeDecodeError)."""
-    pattern = _LONG_NUMBER_TEXT if isinstance(text, str) else _LONG_NUMBER_BYTES
-    if pattern.search(text):  # type: ignore[arg-type]
+    if _has_long_number(text):
         return _standard_loads(text)
     try:
         return orjson.loads(text)
