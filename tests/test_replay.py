@@ -165,7 +165,7 @@ class StalledReader:
         await self.ws.send_str(f'420["subscribe",{self.subscription}]')
         assert (await self.ws.receive_str()).startswith("430")      # the ack; now we stop reading
 
-    async def drain_for_resync(self) -> dict[str, Any] | None:
+    async def drain_for_resync(self, *, stop_at_eose: bool = False) -> dict[str, Any] | None:
         """Read everything that was queued for us; return the resync message if there was one."""
         assert self.ws is not None
         while True:
@@ -178,6 +178,8 @@ class StalledReader:
             elif text.startswith('42["chainhook:resync"'):
                 payload: dict[str, Any] = json.loads(text[2:])[1]
                 return payload
+            elif stop_at_eose and text.startswith('42["chainhook:eose"'):
+                return None  # the replay ended: there will be no resync
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -233,7 +235,9 @@ async def test_a_replay_to_a_reader_that_stopped_waits_for_it_then_resyncs(
             most_queued = max(most_queued, hub._queued(session))
             await asyncio.sleep(0.05)
         assert 0 < most_queued <= 200
-        resync = await stalled.drain_for_resync()
+        # The server gives up on it (after a ping timeout) while it still reads nothing.
+        await eventually(lambda: session.resyncing, within=10)
+        resync = await stalled.drain_for_resync(stop_at_eose=True)
         assert resync is not None and 0 <= resync["cursor"] < total
     finally:
         await stalled.close()
