@@ -206,33 +206,26 @@ WITH logged AS (
     SELECT last_cursor, id, 'apply' FROM chainhook_events WHERE last_cursor > $1 AND last_cursor <= $2
 ), moved AS (
     UPDATE chainhook_cursor SET last_cursor = $2
-), recorded AS (
-    INSERT INTO chainhook_deliveries AS d (chainhook_uuid, source_format, last_block_height, last_delivery_at,
-                                           deliveries)
-    VALUES ($3, $4, $5, now(), 1)
-    ON CONFLICT (chainhook_uuid) DO UPDATE
-    SET source_format = EXCLUDED.source_format,
-        last_block_height = GREATEST(d.last_block_height, EXCLUDED.last_block_height),
-        last_delivery_at = EXCLUDED.last_delivery_at,
-        deliveries = d.deliveries + 1
-)
+), recorded AS ({record_delivery})
 SELECT pg_notify($6, $2::text)
-"""
+"""  # {record_delivery}: the delivery upsert below, with the statement's own parameter numbers
 
 _RESTORE_SQL = """
 UPDATE chainhook_events AS e SET canonical = TRUE, last_cursor = u.last_cursor
 FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_cursor) WHERE e.id = u.id
 """
 
-_RECORD_DELIVERY_SQL = """
+_DELIVERY_UPSERT = """
 INSERT INTO chainhook_deliveries AS d (chainhook_uuid, source_format, last_block_height, last_delivery_at, deliveries)
-VALUES ($1, $2, $3, now(), 1)
+VALUES (${uuid}, ${fmt}, ${height}, now(), 1)
 ON CONFLICT (chainhook_uuid) DO UPDATE
 SET source_format = EXCLUDED.source_format,
     last_block_height = GREATEST(d.last_block_height, EXCLUDED.last_block_height),
     last_delivery_at = EXCLUDED.last_delivery_at,
     deliveries = d.deliveries + 1
 """
+_RECORD_DELIVERY_SQL = _DELIVERY_UPSERT.format(uuid=1, fmt=2, height=3)
+_APPEND_TAIL_SQL = _APPEND_TAIL_SQL.format(record_delivery=_DELIVERY_UPSERT.format(uuid=3, fmt=4, height=5))
 
 _RECORD_CHANGES_SQL = """
 INSERT INTO chainhook_changes ("cursor", event_id, change)

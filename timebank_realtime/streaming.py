@@ -145,21 +145,20 @@ def _transaction_rows(summary: StreamSummary, block: V1Block | V2Block, block_nu
                       document: Any) -> list[EventRow]:
     if summary.format == "v1":
         path = f"$.apply[{block_number}].transactions[{tx_number}]"
-        try:
-            tx = _V1_TRANSACTION.validate_python(document)
-        except ValidationError as error:
-            raise _payload_error(error, path) from None
         assert isinstance(block, V1Block)
-        rows, skipped = v1_transaction_rows(block, tx, tx_number, path)
+        rows, skipped = v1_transaction_rows(block, _validated(_V1_TRANSACTION, document, path), tx_number, path)
         summary.skipped_events += skipped
         return rows
+    assert isinstance(block, V2Block)
     path = f"$.event.apply[{block_number}].transactions[{tx_number}]"
+    return v2_transaction_rows(block, _validated(_V2_TRANSACTION, document, path))
+
+
+def _validated(adapter: TypeAdapter[Any], document: Any, path: str) -> Any:
     try:
-        tx2 = _V2_TRANSACTION.validate_python(document)
+        return adapter.validate_python(document)
     except ValidationError as error:
         raise _payload_error(error, path) from None
-    assert isinstance(block, V2Block)
-    return v2_transaction_rows(block, tx2)
 
 
 def _payload_error(error: ValidationError, path: str) -> PayloadError:
