@@ -56,6 +56,9 @@ async def migrate(dsn: str, settings: Settings) -> list[int]:
         await pool.close()
 
 
+POOL_CLOSE_SECONDS = 5.0
+
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     dsn = await resolve_dsn(settings)
@@ -66,7 +69,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[DSN] = dsn
     app[STORE] = EventStore(pool, acquire_timeout=settings.db_connect_timeout_seconds)
     yield
-    await pool.close()
+    # close() waits for every connection to come back; one stuck (a query cancelled at shutdown whose
+    # cancel request gets no answer) would hold shutdown forever.
+    try:
+        await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_SECONDS)
+    except TimeoutError:
+        logger.warning("database pool not closed within %ss; terminating its connections", POOL_CLOSE_SECONDS)
+        pool.terminate()
 
 
 async def _tailer(app: web.Application) -> AsyncIterator[None]:
