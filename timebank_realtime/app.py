@@ -72,7 +72,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     # close() waits for every connection to come back; one stuck (a query cancelled at shutdown whose
     # cancel request gets no answer) would hold shutdown forever.
     try:
-        await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_SECONDS)
+        async with asyncio.timeout(POOL_CLOSE_SECONDS):
+            await pool.close()
     except TimeoutError:
         logger.warning("database pool not closed within %ss; terminating its connections", POOL_CLOSE_SECONDS)
         pool.terminate()

@@ -172,7 +172,8 @@ class RealtimeHub:
     async def _disconnect(self, sid: str) -> None:
         # Engine.IO flushes what is queued first; a client too stuck to take it is dropped by ping.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.sio.disconnect(sid), timeout=self._settings.socket_ping_timeout_seconds)
+            async with asyncio.timeout(self._settings.socket_ping_timeout_seconds):
+                await self.sio.disconnect(sid)
 
     async def _on_disconnect(self, sid: str, *_reason: Any) -> None:
         session = self.sessions.pop(sid, None)

@@ -80,13 +80,17 @@ class Tailer:
                 await self._catch_up()
                 if lost.is_set() or conn.is_closed():
                     raise DatabaseUnavailable("the LISTEN connection closed")
+                # asyncio.timeout, not wait_for: on 3.11, wait_for drops a cancel that lands in the
+                # same loop step as the wake-up (gh-86296), and shutdown then waits for us forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+                    async with asyncio.timeout(self._poll_seconds):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             self.listening = False
             try:
-                await asyncio.wait_for(conn.close(), timeout=1)
+                async with asyncio.timeout(1):
+                    await conn.close()
             except Exception:
                 conn.terminate()
 
