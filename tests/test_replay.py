@@ -230,13 +230,16 @@ async def test_a_replay_to_a_reader_that_stopped_waits_for_it_then_resyncs(
     try:
         hub = server.app[HUB]
         session = next(iter(hub.sessions.values()))
+        # Watch the whole replay, however late it starts: it queues no more than the limit while it
+        # waits for a reader that takes nothing, then gives up on it after a ping timeout.
         most_queued = 0
-        for _ in range(40):  # 2 s: the replay waits for a reader that takes nothing
+        deadline = asyncio.get_running_loop().time() + 30
+        # No await between the check and the sample, so the resync's own message is never counted.
+        while not session.resyncing:
             most_queued = max(most_queued, hub._queued(session))
-            await asyncio.sleep(0.05)
+            assert asyncio.get_running_loop().time() < deadline, f"no resync; most queued {most_queued}"
+            await asyncio.sleep(0.02)
         assert 0 < most_queued <= 200
-        # The server gives up on it (after a ping timeout) while it still reads nothing.
-        await eventually(lambda: session.resyncing, within=10)
         resync = await stalled.drain_for_resync(stop_at_eose=True)
         assert resync is not None and 0 <= resync["cursor"] < total
     finally:
