@@ -3,7 +3,7 @@
 On Python 3.11, ``asyncio.wait_for`` returns normally when the outer task is cancelled in the same
 loop step as the awaited thing completes (CPython gh-86296), and the cancellation is lost. The tailer
 then runs on and the app's cleanup waits for it forever. The NOTIFY of the last delivery arriving as
-the server shuts down is exactly that step; these tests make it happen on purpose.
+the server shuts down is exactly that step; the test makes it happen on purpose.
 """
 
 from __future__ import annotations
