@@ -99,7 +99,7 @@ class TimebankClient:
         self._tasks = [asyncio.create_task(self._supervise(), name="timebank-client"),
                        asyncio.create_task(self._dispatch(), name="timebank-client-dispatch")]
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):  # not wait_for, which can drop a cancel on 3.11 (gh-86296)
+            async with asyncio.timeout(wait):
                 await self._connected.wait()
 
     async def subscribe(self, filter_payload: Mapping[str, Any], handler: Handler, *,
