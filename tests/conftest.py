@@ -170,7 +170,7 @@ class Listener:
     async def _record_batch(self, frame: dict[str, Any]) -> None:
         """Each change of a batch is recorded as if it had come on its own, tagged like its frame."""
         self.frames.append(frame)
-        tag = {"subscription": frame["subscription"]} if "subscription" in frame else {}
+        tag = {key: frame[key] for key in ("subscription", "subscriptions") if key in frame}
         for change in frame["changes"]:
             entry = ("event" if change["canonical"] else "rollback", {**change, **tag})
             self.timeline.append(entry)

@@ -147,6 +147,8 @@ class StalledReader:
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.connect_packet = '40{"batch":true}' if batch else "40"
         self.subscription = subscription
+        # The cursor of every change read, in order (batch frames unpacked).
+        self.cursors: list[int] = []
 
     @staticmethod
     def _small_socket(addr_info: Any) -> socket.socket:
@@ -178,6 +180,10 @@ class StalledReader:
             elif text.startswith('42["chainhook:resync"'):
                 payload: dict[str, Any] = json.loads(text[2:])[1]
                 return payload
+            elif text.startswith('42["chainhook:batch"'):
+                self.cursors.extend(change["cursor"] for change in json.loads(text[2:])[1]["changes"])
+            elif text.startswith(('42["chainhook:event"', '42["chainhook:rollback"')):
+                self.cursors.append(json.loads(text[2:])[1]["cursor"])
             elif stop_at_eose and text.startswith('42["chainhook:eose"'):
                 return None  # the replay ended: there will be no resync
 
@@ -212,6 +218,9 @@ async def test_slow_consumer_gets_resync_and_others_are_unaffected(
         assert 0 < resync["cursor"] < total
         assert list(resync["subscriptions"].values()) == [resync["cursor"]]
         assert "behind" in resync["reason"]
+        # The resync says where the socket's changes stopped: resuming from it misses nothing and
+        # repeats nothing (it once pointed at the end of a run the socket was never sent).
+        assert stalled.cursors == list(range(stalled.cursors[0], resync["cursor"] + 1))
     finally:
         await stalled.close()
     # The stalled connection was dropped; the healthy one is still there.

@@ -247,19 +247,20 @@ class TimebankClient:
         self._on_change("rollback", message)
 
     async def _on_batch(self, frame: dict[str, Any]) -> None:
-        tag = {"subscription": frame["subscription"]} if "subscription" in frame else {}
+        tag: dict[str, Any] = {key: frame[key] for key in ("subscription", "subscriptions") if key in frame}
         for change in frame["changes"]:
             self._on_change("event" if change["canonical"] else "rollback", {**change, **tag})
 
     def _on_change(self, kind: str, message: dict[str, Any]) -> None:
         # Synchronous on purpose: routing state changes happen in arrival order.
-        tag = message.get("subscription")
-        if tag is not None:
-            owner = next((s for s in self._subscriptions if s.server_id == tag), None)
-            if owner is None:
-                self._unclaimed.setdefault(tag, []).append((kind, message))
-            else:
-                self._route(owner, kind, message, replayed=True)
+        tags = _tags_of(message)
+        if tags:
+            for tag in tags:
+                owner = next((s for s in self._subscriptions if s.server_id == tag), None)
+                if owner is None:
+                    self._unclaimed.setdefault(tag, []).append((kind, message))
+                else:
+                    self._route(owner, kind, message, replayed=True)
             return
         for subscription in self._subscriptions:
             if subscription.filter.matches(message):
@@ -316,3 +317,13 @@ class TimebankClient:
                     await result
             except Exception:
                 logger.exception("timebank: handler failed for cursor %s", message.get("cursor"))
+
+
+def _tags_of(message: Mapping[str, Any]) -> list[str]:
+    """The subscriptions a replayed or held message is for: ``subscription`` names one,
+    ``subscriptions`` several; a live message has neither."""
+    several = message.get("subscriptions")
+    if isinstance(several, list):
+        return [tag for tag in several if isinstance(tag, str)]
+    one = message.get("subscription")
+    return [one] if isinstance(one, str) else []

@@ -7,7 +7,9 @@ deciding and queueing, makes each socket's order exactly the order of the code b
 
 Delivery guarantee (documented in the README): a subscription gets every matching change with a
 cursor greater than its ``since`` exactly once and in cursor order: first the replay from the log,
-then the live changes held while the replay ran, then ``chainhook:eose``, then live changes.
+then the live changes held while the replay ran, then ``chainhook:eose``, then live changes. A socket
+gets each change once for all of its subscriptions that want it at the time: one replay per socket
+reads for all of its replaying subscriptions, and a message names every subscription it is for.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .auth import AuthError, verify_token
 from .errors import DatabaseUnavailable
 from .messages import BATCH, EOSE, HEARTBEAT, RESYNC, batch_message, heartbeat_message, message_for
 from .metrics import Metrics
-from .sessions import Session, Subscription, TokenBucket
+from .sessions import Session, Subscription, TokenBucket, tag, tag_runs
 from .settings import Settings
 from .store import EventStore
 from .subscriptions import FilterError, SubscriptionRegistry, parse_subscribe
@@ -72,6 +74,12 @@ class RealtimeHub:
         self.registry = SubscriptionRegistry()
         self.sessions: dict[str, Session] = {}
         self.cursor = 0
+        # The last cursor of the last run of changes handed to the sockets: a live subscription was
+        # given every match up to here (``self.cursor`` moves to the end of a run before it is sent).
+        self.published = 0
+        # Replays wait their turn for a database connection instead of timing out on the pool, which
+        # the webhook and the tailer share: at most half the pool reads for replays.
+        self._replay_slots = asyncio.Semaphore(max(1, settings.db_pool_max_size // 2))
         self.tip: dict[str, Any] = {"block_height": None, "block_hash": None, "last_delivery_at": None}
         self._store: EventStore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -104,7 +112,7 @@ class RealtimeHub:
     def bind(self, store: EventStore, *, head: int, tip: Mapping[str, Any]) -> None:
         """Start from the log's head: live subscribers get what commits from now on."""
         self._store = store
-        self.cursor = head
+        self.cursor = self.published = head
         self.tip = dict(tip)
 
     @property
@@ -227,9 +235,11 @@ class RealtimeHub:
         upto = self.cursor
         floor = upto if since is None else since
         sub_id = self.registry.add(session.sid, request_filter)
-        subscription = Subscription(id=sub_id, filter=request_filter, floor=floor, position=floor)
-        session.subscriptions[sub_id] = subscription
-        self._spawn(self._replay(session, subscription, upto))
+        session.subscriptions[sub_id] = Subscription(id=sub_id, filter=request_filter, floor=floor, upto=upto,
+                                                     position=floor, last_tagged=max(floor, upto))
+        if not session.replay_running:
+            session.replay_running = True
+            self._spawn(self._replay(session))
         return {"ok": True, "id": sub_id, "cursor": max(floor, upto), "filter": request_filter.describe()}
 
     async def _on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
@@ -239,42 +249,74 @@ class RealtimeHub:
         session = self.sessions.get(sid)
         if session is None or not self.registry.remove(sid, sub_id):
             return _error("unknown_subscription", f"this connection has no subscription {sub_id!r}")
-        session.subscriptions.pop(sub_id, None)
+        session.drop_subscription(sub_id)
         return {"ok": True, "id": sub_id}
 
     # --- replay and handoff ------------------------------------------------------------------------
 
-    def _still_open(self, session: Session, subscription: Subscription) -> bool:
-        return (not session.resyncing and self.sessions.get(session.sid) is session
-                and session.subscriptions.get(subscription.id) is subscription)
+    def _open(self, session: Session) -> bool:
+        return not session.resyncing and self.sessions.get(session.sid) is session
 
-    async def _replay(self, session: Session, subscription: Subscription, upto: int) -> None:
-        assert self._store is not None
-        # A batch must fit under the slow-consumer limit with room to spare.
-        batch = max(1, min(self._settings.replay_batch_size, self._settings.slow_consumer_backlog // 2))
+    async def _replay(self, session: Session) -> None:
+        """The socket's one replay: reads the log for all of its replaying subscriptions together, so
+        that a change they share goes out once, naming them all. Hands each off when it is done."""
         try:
-            while subscription.position < upto and self._still_open(session, subscription):
-                # Bounded batches: memory stays flat however long the backlog is. The replay goes at the
-                # reader's pace: it waits for the socket to take most of what is queued.
-                if not await self._wait_for_room(session, batch):
-                    self._resync(session, reason="the connection fell too far behind")
+            while self._open(session):
+                for subscription in [s for s in session.replaying() if s.replay_done]:
+                    if not self._hand_off(session, subscription):
+                        return
+                readers = [s for s in session.replaying() if not s.replay_done]
+                if not readers or not await self._replay_batch(session, readers):
                     return
-                if not self._admit(session):
-                    return
-                records = await self._store.changes_after(subscription.position, batch, upto=upto,
-                                                          match=subscription.filter.as_match())
-                if records and not self._send(session, records, replay_for=subscription.id):
-                    return
-                if records:
-                    subscription.position = records[-1]["cursor"]
-                if len(records) < batch:
-                    break
         except DatabaseUnavailable as error:
             logger.warning("replay for sid=%s stopped: %s", session.sid, error)
             self._resync(session, reason="the event store was unreachable during replay")
-            return
-        subscription.position = max(subscription.position, upto)
-        self._hand_off(session, subscription)
+        finally:
+            session.replay_running = False
+
+    async def _replay_batch(self, session: Session, readers: list[Subscription]) -> bool:
+        """Send the next batch of the log to the subscriptions in ``readers``; False once the socket is
+        gone or resynced."""
+        assert self._store is not None
+        # A batch must fit under the slow-consumer limit with room to spare. The replay goes at the
+        # reader's pace: it waits for the socket to take most of what is queued.
+        batch = max(1, min(self._settings.replay_batch_size, self._settings.slow_consumer_backlog // 2))
+        if not await self._wait_for_room(session, batch):
+            self._resync(session, reason="the connection fell too far behind")
+            return False
+        if not self._admit(session):
+            return False
+        start = min(s.position for s in readers)
+        end = max(s.upto for s in readers)
+        async with self._replay_slots:
+            if not self._open(session):
+                return False
+            records = await self._store.changes_after(start, batch, upto=end,
+                                                      match=[s.filter.as_match() for s in readers])
+        # Subscriptions added meanwhile join at the next batch; removed ones are no longer owed anything.
+        readers = [s for s in readers if session.subscriptions.get(s.id) is s]
+        chosen, owners = [], []
+        for record in records:
+            record_owners = self._replay_owners(session, readers, record)
+            if record_owners:
+                chosen.append(record)
+                owners.append(record_owners)
+        if chosen and not self._send_tagged(session, chosen, owners):
+            return False
+        covered = records[-1]["cursor"] if len(records) == batch else end
+        for subscription in readers:
+            subscription.position = max(subscription.position, min(covered, subscription.upto))
+        return True
+
+    @staticmethod
+    def _replay_owners(session: Session, readers: list[Subscription], record: dict[str, Any]) -> frozenset[str]:
+        """The subscriptions a replayed change goes to: the readers that have not had it yet, and the
+        subscriptions holding it as a live change (they get it once, now, and keep it till their eose)."""
+        cursor = record["cursor"]
+        owners = {s.id for s in readers if s.position < cursor <= s.upto and s.filter.matches(record)}
+        if owners:
+            owners |= session.take_held(cursor)
+        return frozenset(owners)
 
     async def _wait_for_room(self, session: Session, messages: int) -> bool:
         """Wait until ``messages`` more fit under the slow-consumer limit; False if the socket does not
@@ -287,23 +329,18 @@ class RealtimeHub:
             await asyncio.sleep(0.01)
         return True
 
-    def _hand_off(self, session: Session, subscription: Subscription) -> None:
-        """Send what was held during the replay, then go live and send eose, all without an await.
-
-        Every message sent for this subscription before eose is ordered by the client at eose; none
-        of its own comes after."""
-        if not self._still_open(session, subscription):
-            return
-        held = [record for record in subscription.held
-                if record["cursor"] > subscription.floor and record["cursor"] not in session.sent_while_replaying]
-        subscription.held.clear()
-        if held and not (self._admit(session) and self._send(session, held, replay_for=subscription.id)):
-            return
+    def _hand_off(self, session: Session, subscription: Subscription) -> bool:
+        """Send what was held for a subscription whose replay is done, then go live and send eose, all
+        without an await. Every message tagged for it comes before its eose; none after."""
+        held = list(session.held_for(subscription.id))
         if held:
-            subscription.position = max(subscription.position, held[-1]["cursor"])
+            records = [one.record for one in held]
+            owners = [frozenset(session.take_held(record["cursor"])) for record in records]
+            if not (self._admit(session) and self._send_tagged(session, records, owners)):
+                return False
         subscription.live = True
-        session.note_sent((subscription.position,))
-        self._enqueue(session, encode_message(EOSE, {"id": subscription.id, "cursor": subscription.position}))
+        self._enqueue(session, encode_message(EOSE, {"id": subscription.id, "cursor": subscription.last_tagged}))
+        return True
 
     # --- publishing ----------------------------------------------------------------------------------
 
@@ -332,13 +369,15 @@ class RealtimeHub:
             chosen = [records[i] for i in shared]
             frame = encode_message(BATCH, batch_message(chosen), weight=len(chosen))
             for session in sessions:
-                self._send_encoded(session, frame, chosen)
+                self._send_encoded(session, frame)
         encoded: dict[int, _EncodedPacket] = {}
         for shared, sessions in single.items():
             chosen = [records[i] for i in shared]
             run = _PacketRun([self._single_message(encoded, i, records[i]) for i in shared])
             for session in sessions:
-                self._send_encoded(session, run, chosen)
+                self._send_encoded(session, run)
+        if records:
+            self.published = records[-1]["cursor"]
 
     def _note_run(self, records: Sequence[dict[str, Any]]) -> None:
         now = datetime.now(UTC)
@@ -357,26 +396,36 @@ class RealtimeHub:
         return packet
 
     def _route(self, records: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
-        """Which positions of ``records`` each socket gets now. Changes for a subscription still
-        replaying are held for it instead."""
+        """Which positions of ``records`` each socket gets now, untagged: those at least one of its live
+        subscriptions wants. The client hands such a message to every subscription it matches, holding
+        it for one still replaying, so it counts for those too. Changes only replaying subscriptions
+        want are held for them instead."""
         wanted: dict[str, list[int]] = {}
+        pending: dict[str, dict[int, set[str]]] = {}
         for positions, holders in self.registry.audiences(records):
             for sid, sub_id in holders:
                 session = self.sessions.get(sid)
                 subscription = session.subscriptions.get(sub_id) if session is not None else None
                 if session is None or subscription is None or session.resyncing:
                     continue
-                if not subscription.live:
-                    subscription.held.extend(records[i] for i in positions)
-                    continue
                 floor = subscription.floor
                 taken = positions if records[positions[0]]["cursor"] > floor else \
                     [i for i in positions if records[i]["cursor"] > floor]
                 if not taken:
                     continue
+                if not subscription.live:
+                    owners = pending.setdefault(sid, {})
+                    for i in taken:
+                        owners.setdefault(i, set()).add(sub_id)
+                    continue
                 earlier = wanted.get(sid)
                 # A socket's subscriptions are OR-ed: each change goes to it once, in order.
                 wanted[sid] = taken if earlier is None else sorted(set(earlier).union(taken))
+        for sid, owners in pending.items():
+            sent = set(wanted.get(sid, ()))
+            for i in sorted(owners):
+                if i not in sent:
+                    self.sessions[sid].hold(records[i], owners[i])
         return wanted
 
     # --- sending -------------------------------------------------------------------------------------
@@ -393,10 +442,7 @@ class RealtimeHub:
         return sum(getattr(packet, "weight", 1) for packet in engine_socket.queue._queue)
 
     def _backlog(self, session: Session) -> int:
-        held = 0
-        for subscription in session.subscriptions.values():
-            held += len(subscription.held)
-        return held + self._queued(session)
+        return len(session.held) + self._queued(session)
 
     def _enqueue(self, session: Session, packet: _EncodedPacket | _PacketRun) -> bool:
         """Send an encoded message: written straight to the websocket's connection when that cannot
@@ -421,17 +467,27 @@ class RealtimeHub:
             self.writes["queued"] += len(packet.packets)
         return True
 
-    def _send(self, session: Session, records: list[dict[str, Any]], *, replay_for: str) -> bool:
-        """Send replayed changes tagged with their subscription: one frame to a batched socket, else one
-        message per change."""
+    def _send_tagged(self, session: Session, records: list[dict[str, Any]], owners: list[frozenset[str]]) -> bool:
+        """Send replayed or held changes, each tagged with the subscriptions it is for: one frame per
+        run of changes with the same owners to a batched socket, else one message per change."""
+        for run_owners, run in tag_runs(records, owners):
+            if not self._send_run(session, run, tag(run_owners)):
+                return False
+            for sub_id in run_owners:
+                subscription = session.subscriptions.get(sub_id)
+                if subscription is not None:
+                    subscription.last_tagged = max(subscription.last_tagged, run[-1]["cursor"])
+        return True
+
+    def _send_run(self, session: Session, records: list[dict[str, Any]], tagged: dict[str, Any]) -> bool:
         if session.batched:
-            frame = encode_message(BATCH, {**batch_message(records), "subscription": replay_for}, weight=len(records))
-            return self._send_encoded(session, frame, records)
+            frame = encode_message(BATCH, {**batch_message(records), **tagged}, weight=len(records))
+            return self._send_encoded(session, frame)
         run = []
         for record in records:
             name, message = message_for(record)
-            run.append(encode_message(name, {**message, "subscription": replay_for}))
-        return self._send_encoded(session, _PacketRun(run), records)
+            run.append(encode_message(name, {**message, **tagged}))
+        return self._send_encoded(session, _PacketRun(run))
 
     def _admit(self, session: Session) -> bool:
         """Whether more may be sent to the socket, asked once per run of changes.
@@ -454,9 +510,8 @@ class RealtimeHub:
             return False
         return True
 
-    def _send_encoded(self, session: Session, packet: _EncodedPacket | _PacketRun,
-                      records: Sequence[dict[str, Any]]) -> bool:
-        if session.resyncing or self.sessions.get(session.sid) is not session:
+    def _send_encoded(self, session: Session, packet: _EncodedPacket | _PacketRun) -> bool:
+        if not self._open(session):
             return False
         if not self._enqueue(session, packet):
             return False
@@ -465,7 +520,6 @@ class RealtimeHub:
             if counter is None:
                 counter = self._sent[one.event] = self._metrics.messages.labels(event=one.event)
             counter.inc()
-        session.note_sent(record["cursor"] for record in records)
         return True
 
     def _resync(self, session: Session, *, reason: str) -> None:
@@ -474,8 +528,8 @@ class RealtimeHub:
             return
         session.resyncing = True
         self._metrics.slow_consumers.inc()
-        positions = session.resume_positions(self.cursor - 1)
-        cursor = min(positions.values(), default=self.cursor - 1)
+        positions = session.resume_positions(self.published)
+        cursor = min(positions.values(), default=self.published)
         logger.warning("slow consumer sid=%s: %s; resync from cursor %d", session.sid, reason, cursor)
         self._enqueue(session, encode_message(RESYNC, {"cursor": cursor, "subscriptions": positions,
                                                        "reason": reason}))

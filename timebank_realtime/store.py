@@ -504,17 +504,24 @@ class EventStore:
             return value
 
     async def changes_after(self, cursor: int, limit: int, *, upto: int | None = None,
-                            match: Mapping[str, Collection[str]] | None = None) -> list[dict[str, Any]]:
+                            match: Sequence[Mapping[str, Collection[str]]] = ()) -> list[dict[str, Any]]:
         """The next ``limit`` changes after ``cursor`` (and at most ``upto``), in cursor order, with their
-        event's columns; ``match`` keeps only changes whose event matches every named field."""
+        event's columns. ``match`` keeps only changes whose event matches any of the given filters (a
+        filter matches when every field it names does; an empty one matches everything)."""
         conditions = ['c."cursor" > $1']
         arguments: list[Any] = [cursor, limit]
         if upto is not None:
             arguments.append(upto)
             conditions.append(f'c."cursor" <= ${len(arguments)}')
-        for field, values in (match or {}).items():
-            arguments.append(sorted(values))
-            conditions.append(_MATCH_CONDITIONS[field].format(n=len(arguments)))
+        if match and all(match):
+            alternatives = []
+            for one in match:
+                fields = []
+                for field, values in one.items():
+                    arguments.append(sorted(values))
+                    fields.append(_MATCH_CONDITIONS[field].format(n=len(arguments)))
+                alternatives.append("(" + " AND ".join(fields) + ")")
+            conditions.append("(" + " OR ".join(alternatives) + ")")
         query = _CHANGES_SQL.format(where=" AND ".join(conditions))
         async with _unavailable_as_domain_error(), self._pool.acquire(timeout=self._acquire_timeout) as conn:
             records = await conn.fetch(query, *arguments)

@@ -95,20 +95,23 @@ export function createTimebankClient({
   // Tagged messages or an eose for a subscription whose ack we have not seen yet wait here.
   const unclaimed = new Map();
   const earlyEose = new Set();
+  // A replayed or held message names its subscription (`subscription`), or all of them when it is
+  // for several of ours (`subscriptions`); a live message names none and goes to every match.
+  const tagsOf = (change) => change.subscriptions ?? (change.subscription === undefined ? [] : [change.subscription]);
   const onChange = (kind) => (change) => {
-    const tag = change.subscription;
-    if (tag !== undefined) {
+    const tags = tagsOf(change);
+    for (const tag of tags) {
       const owner = subscriptions.find((sub) => sub.serverId === tag);
       if (owner) route(owner, kind, change, true);
       else unclaimed.set(tag, [...(unclaimed.get(tag) ?? []), [kind, change]]);
-      return;
     }
+    if (tags.length > 0) return;
     for (const sub of subscriptions) if (matches(sub.filter, change)) route(sub, kind, change, false);
   };
   socket.on("chainhook:event", onChange("event"));
   socket.on("chainhook:rollback", onChange("rollback"));
-  socket.on("chainhook:batch", ({ changes, subscription }) => {
-    const tag = subscription === undefined ? {} : { subscription };
+  socket.on("chainhook:batch", ({ changes, subscription, subscriptions: several }) => {
+    const tag = several !== undefined ? { subscriptions: several } : subscription !== undefined ? { subscription } : {};
     for (const change of changes) onChange(change.canonical ? "event" : "rollback")({ ...change, ...tag });
   });
   socket.on("chainhook:eose", ({ id }) => {
