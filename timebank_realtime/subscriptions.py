@@ -18,6 +18,7 @@ from .normalize import EVENT_TYPES
 from .principals import InvalidPrincipal, validate_contract_id, validate_principal
 
 DEFAULT_MAX_VALUES = 100
+MAX_CURSOR = 2**63 - 1
 _TX_HASH = re.compile(r"^0x[0-9a-f]{64}$")
 # Most selective first: the index key of a filter is the first of these it names.
 FIELDS = ("tx_hash", "contract", "address", "event_type")
@@ -112,9 +113,9 @@ def _fields_of(raw: Mapping[str, Any]) -> dict[str, Any]:
 def _parse_since(raw: Any) -> int | None:
     if raw == "now":
         return None
-    # bool is an int in Python; a cursor is not.
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
-        raise FilterError("invalid_since", "since is a cursor (an integer >= 0) or \"now\"")
+    # bool is an int in Python; a cursor is not. Cursors are PostgreSQL bigints.
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_CURSOR:
+        raise FilterError("invalid_since", f"since is a cursor (an integer from 0 to {MAX_CURSOR}) or \"now\"")
     return raw
 
 
