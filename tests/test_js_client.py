@@ -106,3 +106,28 @@ async def test_browser_helper_sees_every_change_once_across_server_disconnects(
     assert [c["cursor"] for c in changes] == list(range(1, 101))
     assert changes[-1]["stored"] == "100"  # the cursor kept in storage follows what was delivered
     assert sum(1 for line in lines if line["kind"] == "connected") >= 3  # it came back after disconnects
+
+
+async def test_browser_helper_routes_messages_for_several_subscriptions(
+        serve: Any, http: aiohttp.ClientSession, db: asyncpg.Connection, tmp_path: Path) -> None:
+    """Two overlapping replays on one socket share their messages (``subscriptions`` names both)."""
+    assert NODE is not None
+    server = await serve(replay_batch_size=10)
+    async with http.get(url_of(server) + "/client/timebank-realtime.js") as response:
+        helper = tmp_path / "timebank-realtime.mjs"
+        helper.write_bytes(await response.read())
+    for number in range(20):
+        await post_webhook(http, url_of(server), nft_block(number))
+    total = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+    monsters = [r["cursor"] for r in await db.fetch(
+        'SELECT c."cursor" FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id '
+        "WHERE e.contract_id = $1 ORDER BY 1", MONSTERS)]
+    process = await asyncio.create_subprocess_exec(
+        NODE, str(JS_DIR / "two-subscriptions.mjs"), str(helper), url_of(server), json.dumps({}),
+        json.dumps({"contract": MONSTERS}), str(total), str(len(monsters)),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=JS_DIR)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert process.returncode == 0, (lines[-5:], err.decode())
+    assert [line["cursor"] for line in lines if line.get("sub") == "a"] == list(range(1, total + 1))
+    assert [line["cursor"] for line in lines if line.get("sub") == "b"] == monsters

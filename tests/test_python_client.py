@@ -140,3 +140,21 @@ async def test_rollbacks_reach_the_subscription_they_match(server: TestServer, h
         await eventually(lambda: len(recorder.changes) == 2)
     assert [kind for kind, _ in recorder.changes] == ["event", "rollback"]
     assert recorder.changes[1][1]["canonical"] is False
+
+
+async def test_overlapping_replays_reach_both_subscriptions(serve: Serve, http: aiohttp.ClientSession,
+                                                            db: asyncpg.Connection) -> None:
+    """Messages that name several subscriptions (``subscriptions``) reach each of them."""
+    server = await serve(replay_batch_size=10)
+    await deliver_blocks(http, url_of(server), range(20), pause=0)
+    total = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+    await eventually(lambda: server.app[HUB].cursor == total)
+    everything, monsters = Recorder(), Recorder()
+    async with TimebankClient(url_of(server)) as client:
+        await asyncio.gather(client.subscribe({}, everything, since=0),
+                             client.subscribe({"contract": MONSTERS}, monsters, since=0))
+        expected = await matching_cursors(db, "contract_id = $1", MONSTERS)
+        await eventually(lambda: len(everything.changes) == total and len(monsters.changes) == len(expected))
+        await asyncio.sleep(0.3)
+        assert everything.cursors == list(range(1, total + 1))
+        assert monsters.cursors == expected
