@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
@@ -47,11 +47,14 @@ from .model_harness import (
 
 EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "20"))
 STEPS = int(os.environ.get("MODEL_STEPS", "12"))
+# Rules to leave out, e.g. MODEL_RULES_OFF=replay_race,churn to look past a known failure.
+OFF = {name.strip() for name in os.environ.get("MODEL_RULES_OFF", "").split(",") if name.strip()}
 MAX_CLIENTS = 3
 MAX_SUBS = 4
 # A stalled reader must back up past the connection's buffers (DIRECT_WRITE_LIMIT_BYTES, 256 KiB)
-# and then 4 x SLOW_CONSUMER_BACKLOG queued changes: 150 changes of about 4 KiB do.
-STALL_EVENTS, STALL_PADDING = 150, 4000
+# and then 4 x SLOW_CONSUMER_BACKLOG queued changes (or SLOW_CONSUMER_BACKLOG for a ping timeout):
+# a few blocks of 60 changes of about 4 KiB do.
+STALL_BLOCKS, STALL_EVENTS, STALL_PADDING = 8, 59, 4000  # 60 rows a block: whole tailer runs
 
 
 def _field(values: tuple[str, ...]) -> st.SearchStrategy[str | list[str]]:
@@ -270,7 +273,7 @@ class DeliveryModel(RuleBasedStateMachine):
 
     # --- concurrency: the interleavings that matter ---
 
-    @precondition(lambda self: any(c.active_subs() for c, _ in self.system.clients))
+    @precondition(lambda self: "churn" not in OFF and any(c.active_subs() for c, _ in self.system.clients))
     @rule(index=INDEX, rounds=st.integers(1, 3), cut=st.booleans(), events=EVENTS)
     def churn(self, index: int, rounds: int, cut: bool, events: list[EventSpec]) -> None:
         """Deliveries stream while the connection is dropped and every subscription resumed, again
@@ -295,7 +298,7 @@ class DeliveryModel(RuleBasedStateMachine):
 
         self.run(go())
 
-    @precondition(lambda self: self.system.clients)
+    @precondition(lambda self: "replay_race" not in OFF and self.system.clients)
     @rule(index=INDEX, long=FILTERS, short=FILTERS, events=EVENTS)
     def replay_race(self, index: int, long: dict[str, Any], short: dict[str, Any], events: list[EventSpec]) -> None:
         """A subscription replays a long backlog (since=0); a delivery is pushed meanwhile; then a second
@@ -317,7 +320,7 @@ class DeliveryModel(RuleBasedStateMachine):
 
         self.run(go())
 
-    @precondition(lambda self: any(c.active_subs() for c, _ in self.system.clients))
+    @precondition(lambda self: "stall" not in OFF and any(c.active_subs() for c, _ in self.system.clients))
     @rule(index=INDEX)
     def stall(self, index: int) -> None:
         """The client stops reading while a big delivery streams; if the server resyncs it, it resumes
@@ -331,25 +334,35 @@ class DeliveryModel(RuleBasedStateMachine):
             sid = client.conn.sio.get_sid("/")
             proxy.pause()
             try:
-                events = [EventSpec("print", i % 2) for i in range(STALL_EVENTS)]
-                await system.new_block(2, 0, events, padding=STALL_PADDING)
-                head = await head_cursor(system.dsn)
+                # Until the server gives up on the reader (bounded: a few blocks are plenty).
+                for _block in range(STALL_BLOCKS):
+                    events = [EventSpec("print", i % 2) for i in range(STALL_EVENTS)]
+                    await system.new_block(2, 0, events, padding=STALL_PADDING)
+                    head = await head_cursor(system.dsn)
 
-                def done() -> bool:
+                    def done(head: int = head) -> bool:
+                        session = hub.sessions.get(sid)
+                        return session is None or session.resyncing or hub.cursor >= head
+
+                    await until(done, "the stall delivery to be pushed or the reader resynced")
                     session = hub.sessions.get(sid)
-                    return session is None or session.resyncing or hub.cursor >= head
-
-                await until(done, "the stall delivery to be pushed or the reader resynced")
+                    if session is None or session.resyncing:
+                        break
             finally:
                 proxy.resume()
             session = hub.sessions.get(sid)
-            if session is not None and session.resyncing:
+            if session is None or session.resyncing:  # given up on: the rest of the queue, then its end
                 await until(lambda: not client.connected, "the resynced client to be disconnected")
+                outcome.append("stall: resynced" if client.conn.resync else "stall: dropped without a resync")
+            else:
+                outcome.append("stall: kept up")
             if not client.connected:
                 await client.drop(cut=None)
                 await client.resume(from_resync=True)
 
+        outcome: list[str] = []
         self.run(go())
+        event(outcome[0])
 
     # --- the invariant ---
 
