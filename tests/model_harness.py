@@ -327,7 +327,8 @@ def matches(filter_: Mapping[str, str | list[str]], row: Mapping[str, Any]) -> b
     return "address" not in filter_ or not set(_values(filter_["address"])).isdisjoint(row["affected_addresses"])
 
 
-def expected_changes(log: Sequence[LogRow], filter_: Mapping[str, str | list[str]], since: int) -> list[tuple[int, str]]:
+def expected_changes(log: Sequence[LogRow], filter_: Mapping[str, str | list[str]],
+                     since: int) -> list[tuple[int, str]]:
     return [(r.cursor, r.kind) for r in log if r.cursor > since and matches(filter_, r.__dict__)]
 
 
@@ -520,24 +521,10 @@ class RefClient:
             self._eose(conn, message)
 
         async def on_resync(message: dict[str, Any]) -> None:
-            conn.resync = message
-            self.trace.append(f"  resync {message}")
-            for sub_id, position in message["subscriptions"].items():
-                lsub = conn.by_id.get(sub_id)
-                if lsub is not None:
-                    lsub.resync_position = position
+            self._resync(conn, message)
 
         async def on_disconnect(*_reason: Any) -> None:
-            self.trace.append(f"disconnected #{conn.number}{'' if conn.closing_on_purpose else ' (by the server)'}")
-            for lsub in conn.subs:
-                # What was held for it is lost with the connection; a resume asks again.
-                if lsub.resync_position is None:
-                    lsub.forget_connection()
-                else:
-                    position = lsub.resync_position
-                    lsub.forget_connection()
-                    lsub.resync_position = position
-            conn.closed.set()
+            self._closed(conn)
 
         sio.on("chainhook:event", on_event)
         sio.on("chainhook:rollback", on_rollback)
@@ -545,6 +532,23 @@ class RefClient:
         sio.on("chainhook:eose", on_eose)
         sio.on("chainhook:resync", on_resync)
         sio.on("disconnect", on_disconnect)
+
+    def _resync(self, conn: Connection, message: dict[str, Any]) -> None:
+        conn.resync = message
+        self.trace.append(f"  resync {message}")
+        for sub_id, position in message["subscriptions"].items():
+            lsub = conn.by_id.get(sub_id)
+            if lsub is not None:
+                lsub.resync_position = position
+
+    def _closed(self, conn: Connection) -> None:
+        self.trace.append(f"disconnected #{conn.number}{'' if conn.closing_on_purpose else ' (by the server)'}")
+        for lsub in conn.subs:
+            # What was held for it is lost with the connection; a resume asks again.
+            position = lsub.resync_position
+            lsub.forget_connection()
+            lsub.resync_position = position
+        conn.closed.set()
 
     def _change(self, conn: Connection, kind: str, message: dict[str, Any], tags: tuple[str, ...] | None) -> None:
         if conn.closed.is_set():
@@ -628,10 +632,9 @@ def check_client(client: RefClient, log: Sequence[LogRow]) -> list[str]:
             failures.append(f"{client.name} #{conn.number}: {len(pending)} messages for {sub_id}, never acked")
         seen: set[int] = set()
         for cursor, tags in conn.arrivals:
-            if cursor in seen:
-                # Only a replay (for a subscription whose ack cursor covers the change) may repeat it.
-                if tags is None or any(conn.acks.get(tag, -1) < cursor for tag in tags):
-                    failures.append(f"{client.name} #{conn.number}: change {cursor} arrived again "
+            # Only a replay (for a subscription whose ack cursor covers the change) may repeat it.
+            if cursor in seen and (tags is None or any(conn.acks.get(tag, -1) < cursor for tag in tags)):
+                failures.append(f"{client.name} #{conn.number}: change {cursor} arrived again "
                                     f"({'untagged' if tags is None else 'tagged ' + ','.join(tags)})")
             seen.add(cursor)
     return failures

@@ -132,26 +132,10 @@ class System:
     async def quiesce(self) -> None:
         """Bring the system to rest: everything pushed, every replay over, every client has handled
         everything the server wrote to it. Clients the server dropped (a resync) resume."""
-        assert self.node is not None
-        hub = self.node.hub
         for _attempt in range(5):
-            for client, _proxy in self.clients:
-                if client.conn is not None and not client.connected:
-                    await client.drop(cut=None)
-                    await client.resume(from_resync=True)
+            await self._resume_dropped()
             await self.pushed()
-            sids = {client.conn.sio.get_sid("/") for client, _ in self.clients if client.connected
-                    and client.conn is not None}
-
-            def settled(sids: set[Any] = sids) -> bool:
-                for sid in sids:
-                    session = hub.sessions.get(sid)
-                    if session is not None and (session.resyncing or any(
-                            not s.live for s in session.subscriptions.values())):
-                        return False
-                return True
-
-            await until(settled, "every replay to end")
+            await until(self._replays_over, "every replay to end")
             try:
                 for client, _ in self.clients:
                     if client.connected:
@@ -162,6 +146,23 @@ class System:
                 return
         raise AssertionError("the system did not come to rest")
 
+    async def _resume_dropped(self) -> None:
+        for client, _proxy in self.clients:
+            if client.conn is not None and not client.connected:
+                await client.drop(cut=None)
+                await client.resume(from_resync=True)
+
+    def _replays_over(self) -> bool:
+        assert self.node is not None
+        hub = self.node.hub
+        for client, _ in self.clients:
+            if not client.connected or client.conn is None:
+                continue
+            session = hub.sessions.get(client.conn.sio.get_sid("/"))
+            if session is not None and (session.resyncing or any(not s.live for s in session.subscriptions.values())):
+                return False
+        return True
+
     async def check(self) -> list[str]:
         await self.quiesce()
         _head, log = await read_log(self.dsn)
@@ -169,7 +170,7 @@ class System:
         for client, _ in self.clients:
             found = check_client(client, log)
             if found:
-                failures += found + [f"--- trace of {client.name} (last 60 lines):"] + client.trace[-60:]
+                failures += [*found, f"--- trace of {client.name} (last 60 lines):", *client.trace[-60:]]
         return failures
 
 
