@@ -88,7 +88,9 @@ async def test_a_held_change_is_not_lost_when_another_subscriptions_replay_sent_
     """Bug 2. Subscription L (firehose, since=0) replays a long backlog; change X commits meanwhile and
     is held for L; subscription S on the same socket then replays from before X and sends X tagged
     for S. At L's handoff the server skips X ("the socket already had it"), but the client got it
-    for S only: L never gets X."""
+    for S only: L never gets X. (Two ways in on the current code: S's tagged replay and S's eose,
+    whose cursor ``_hand_off`` also notes as sent.) The fixed server must also not send X twice on
+    the socket: the model's socket check wants one message tagged for both subscriptions."""
     world = patient_world
     await world.deliver(_prints(299), padding=4000)  # 300 changes, about 1.2 MB: more than the buffers take
     await world.pushed()
