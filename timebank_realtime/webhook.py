@@ -57,8 +57,15 @@ def is_authorized(request: web.Request, secret: SecretStr | None) -> bool:
     matched = False
     for candidate in _presented_secrets(request):
         # Compare every candidate, always: timing says nothing about which one was close.
-        matched |= hmac.compare_digest(candidate.encode(), expected)
+        matched |= hmac.compare_digest(_header_bytes(candidate), expected)
     return matched
+
+
+def _header_bytes(value: str) -> bytes:
+    """A header value as bytes. aiohttp decodes header bytes that are not UTF-8 to lone surrogates,
+    which plain ``encode()`` refuses; "surrogatepass" encodes any str, and what it yields for a
+    surrogate is never valid UTF-8, so it can never equal a configured secret."""
+    return value.encode("utf-8", "surrogatepass")
 
 
 def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.AppKey[asyncio.Event],
