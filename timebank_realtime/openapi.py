@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .normalize import EVENT_TYPES
-from .queries import DEFAULT_LIMIT, MAX_LIMIT
+from .queries import DEFAULT_LIMIT, MAX_INTEGER, MAX_LIMIT
 
-_CURSOR = {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}
+_CURSOR = {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER}
 _TX_HASH = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
 
 
