@@ -175,7 +175,11 @@ async def _server_timing(request: web.Request, handler: Handler) -> web.StreamRe
 def create_app(settings: Settings) -> web.Application:
     if settings.chainhook_webhook_secret is None:
         logger.warning("CHAINHOOK_WEBHOOK_SECRET is not set: the webhook accepts loopback clients only")
-    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[_server_timing, json_errors])
+    # auto_decompress off: the webhook decodes Content-Encoding itself (webhook.decode_body), so a coding
+    # it does not take, or a body that does not decode, gets a JSON 4xx instead of aiohttp's text/plain
+    # 400 (br, zstd), a 500 (gzip declared, plain body) or silence (an unknown coding).
+    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[_server_timing, json_errors],
+                          handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[DRAINING] = asyncio.Event()
     metrics = Metrics()
