@@ -350,3 +350,14 @@ async def test_a_client_that_aborts_mid_upload_is_one_quiet_line(service: Servic
     assert len(log.strip().splitlines()) == 1, log
     assert " INFO " in log
     assert await stored_rows(db) == 0
+
+
+@pytest.mark.parametrize(("headers", "coding"), [
+    ([], "identity"), (["identity"], "identity"), (["GZIP"], "gzip"), ([" gzip "], "gzip"),
+    (["identity, gzip"], "gzip"), (["x-gzip"], "x-gzip"), (["Deflate"], "deflate"), ([""], "identity"),
+    (["gzip", "gzip"], None), (["gzip, deflate"], None), (["br"], None), (["compress"], None),
+])
+def test_content_coding_header_parsing(headers: list[str], coding: str | None) -> None:
+    from timebank_realtime.webhook import content_coding
+
+    assert content_coding(headers) == coding
