@@ -15,7 +15,7 @@ from aiohttp.typedefs import Handler
 from .embedded_db import start_embedded_postgres
 from .errors import DatabaseUnavailable
 from .history import HistoryHandlers
-from .http_errors import json_errors
+from .http_errors import error_response, json_errors
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .migrations import load_migrations
@@ -28,7 +28,7 @@ from .webhook import make_webhook_handler
 
 logger = logging.getLogger(__name__)
 
-STATIC = Path(__file__).parent / "static"
+STATIC = (Path(__file__).parent / "static").resolve()
 
 SETTINGS = web.AppKey("settings", Settings)
 DSN = web.AppKey("dsn", str)
@@ -113,12 +113,24 @@ async def _close_sockets(app: web.Application) -> None:
     await app[HUB].close()
 
 
-async def _browser_client(_request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "timebank-realtime.js", headers={"Content-Type": "text/javascript; charset=utf-8"})
+def _file(path: Path, **headers: str) -> web.StreamResponse:
+    """A file of STATIC, or the JSON not_found (FileResponse answers a missing file itself, when it is
+    sent: an empty 404 that no middleware sees)."""
+    if not path.is_relative_to(STATIC) or not path.is_file():
+        return error_response(404, "not_found", "no such file")
+    return web.FileResponse(path, headers=headers)
 
 
-async def _dashboard(_request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html")
+async def _static(request: web.Request) -> web.StreamResponse:
+    return _file((STATIC / request.match_info["path"]).resolve())
+
+
+async def _browser_client(_request: web.Request) -> web.StreamResponse:
+    return _file(STATIC / "timebank-realtime.js", **{"Content-Type": "text/javascript; charset=utf-8"})
+
+
+async def _dashboard(_request: web.Request) -> web.StreamResponse:
+    return _file(STATIC / "index.html")
 
 
 async def _healthz(_request: web.Request) -> web.Response:
@@ -175,7 +187,11 @@ async def _server_timing(request: web.Request, handler: Handler) -> web.StreamRe
 def create_app(settings: Settings) -> web.Application:
     if settings.chainhook_webhook_secret is None:
         logger.warning("CHAINHOOK_WEBHOOK_SECRET is not set: the webhook accepts loopback clients only")
-    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[_server_timing, json_errors])
+    # auto_decompress off: the webhook decodes Content-Encoding itself (webhook.decode_body), so a coding
+    # it does not take, or a body that does not decode, gets a JSON 4xx instead of aiohttp's text/plain
+    # 400 (br, zstd), a 500 (gzip declared, plain body) or silence (an unknown coding).
+    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[_server_timing, json_errors],
+                          handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[DRAINING] = asyncio.Event()
     metrics = Metrics()
@@ -196,5 +212,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(HistoryHandlers(STORE, HUB).routes())
     app.router.add_get("/client/timebank-realtime.js", _browser_client)
     app.router.add_get("/", _dashboard)
-    app.router.add_static("/static/", STATIC)
+    app.router.add_get("/static/{path:.+}", _static)
     return app

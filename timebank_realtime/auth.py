@@ -46,7 +46,18 @@ def verify_token(token: Any, secret: str) -> Grant:
         raise AuthError("token_expired", "the token has expired; fetch a new one") from None
     except jwt.InvalidTokenError as error:
         raise AuthError("token_invalid", f"the token was refused: {error}") from None
-    return Grant(subject=claims.get("sub"), expires_at=float(claims["exp"]), scope=_scope(claims.get("scope")))
+    return Grant(subject=claims.get("sub"), expires_at=_expiry(claims["exp"]), scope=_scope(claims.get("scope")))
+
+
+# 9999-12-31T23:59:59Z. PyJWT checks that exp is an integer in the future, no more: 10**400 passes
+# it and then overflows a float (and the timer the socket side sets from it).
+MAX_EXPIRY = 253_402_300_799
+
+
+def _expiry(raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not raw <= MAX_EXPIRY:
+        raise AuthError("token_invalid", f"the token's exp claim must be a NumericDate no later than {MAX_EXPIRY}")
+    return float(raw)
 
 
 def _scope(raw: Any) -> Filter | None:

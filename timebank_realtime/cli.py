@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from .app import DRAINING, HUB, create_app, migrate, resolve_dsn
 from .client import SubscriptionRefused, TimebankClient
 from .errors import MigrationError
+from .http_protocol import AppRunner
 from .importer import ImportAborted, ImportProgress, import_files
 from .settings import Settings
 from .store import EventStore, create_pool
@@ -50,8 +51,7 @@ async def _serve_until_signalled(settings: Settings) -> None:
     finish (each is one transaction: stored whole or not at all), then close the pool."""
     logger = logging.getLogger("timebank_realtime")
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=settings.shutdown_grace_seconds)
+    runner = AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()

@@ -7,7 +7,7 @@ from aiohttp import web
 from .errors import DatabaseUnavailable
 from .http_errors import error_response
 from .messages import stored_event
-from .queries import ParamError, parse_event_query
+from .queries import ParamError, parse_event_query, parse_integer
 from .realtime import RealtimeHub
 from .store import EventStore
 from .subscriptions import FilterError, validate_value
@@ -52,10 +52,12 @@ class HistoryHandlers:
 
     async def event(self, request: web.Request) -> web.Response:
         raw = request.match_info["id"]
-        if not raw.isdigit() or len(raw) > 18:
-            return _bad_param("id", f"{raw!r} is not an event id")
         try:
-            row = await request.app[self._store_key].event_by_id(int(raw))
+            event_id = parse_integer("id", raw)
+        except ParamError as error:
+            return _bad_param("id", f"{raw!r} is not an event id: {error.message}")
+        try:
+            row = await request.app[self._store_key].event_by_id(event_id)
         except DatabaseUnavailable:
             return _unavailable()
         if row is None:

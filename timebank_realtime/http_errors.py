@@ -32,8 +32,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return error_response(error.status, _CODES.get(error.status, f"http_{error.status}"),
-                              error.reason)
+        response = error_response(error.status, _CODES.get(error.status, f"http_{error.status}"), error.reason)
+        if "Allow" in error.headers:  # a 405 names the methods the resource takes (RFC 9110 15.5.6)
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
     except Exception:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "the server failed; the request may be retried")

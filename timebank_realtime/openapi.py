@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .normalize import EVENT_TYPES
-from .queries import DEFAULT_LIMIT, MAX_LIMIT
+from .queries import DEFAULT_LIMIT, MAX_INTEGER, MAX_LIMIT
 
-_CURSOR = {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}
+_CURSOR = {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER}
 _TX_HASH = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
 
 
@@ -84,8 +84,8 @@ _READY = {
 }
 
 _EVENTS_PARAMETERS = [
-    _query("contract", {"type": "string"}, "Contract principal (SP….name) the event belongs to."),
-    _query("address", {"type": "string"}, "Principal among the event's affected addresses."),
+    _query("contract", {"type": "string", "minLength": 1}, "Contract principal (SP….name) the event belongs to."),
+    _query("address", {"type": "string", "minLength": 1}, "Principal among the event's affected addresses."),
     _query("event_type", {"type": "array", "items": {"type": "string", "enum": list(EVENT_TYPES)}},
            "Event type; repeat for any of several.", style="form", explode=True),
     _query("tx_hash", _TX_HASH, "Transaction hash."),
@@ -133,8 +133,17 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Chainhook v1 or Chainhooks 2.0 webhook delivery.",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
                 "responses": {"200": _json(_ref("DeliveryResult"), "Stored."),
-                              "400": _error("Not JSON."), "401": _error("Bad or missing secret."),
-                              "413": _error("Body too large."), "422": _error("Not a Chainhook payload."),
+                              "400": _error("Not JSON (`invalid_json`), a body that does not decode as its "
+                                            "Content-Encoding (`invalid_content_encoding`), or malformed HTTP "
+                                            "(`bad_request`)."),
+                              "401": _error("Bad or missing secret."),
+                              "413": _error("Body too large, before or after decoding its Content-Encoding."),
+                              "415": {**_error("A Content-Encoding other than gzip, x-gzip, deflate or identity "
+                                               "(`unsupported_content_encoding`)."),
+                                      "headers": {"Accept-Encoding": {"schema": {"type": "string"},
+                                                                      "description": "The codings taken."}}},
+                              "422": _error("Not a Chainhook payload."),
+                              "500": _error("An unexpected failure (`internal_error`); nothing was stored."),
                               "503": _error("The event store is unreachable; nothing was stored.")}}},
             "/healthz": {"get": {"summary": "The process is alive.",
                                  "responses": {"200": _json({"type": "object"}, "Alive.")}}},

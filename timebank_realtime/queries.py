@@ -39,14 +39,16 @@ class EventQuery:
     order: Literal["asc", "desc"] = "asc"
 
 
-def _integer(param: str, raw: str, *, minimum: int = 0, maximum: int | None = None) -> int:
-    if not raw.isdigit() or len(raw) > 18:
-        raise ParamError(param, f"{raw!r} is not a whole number")
-    value = int(raw)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise ParamError(param, f"must be {bound}")
-    return value
+MAX_INTEGER = 999_999_999_999_999_999  # 18 digits: every value fits a PostgreSQL bigint
+
+
+def parse_integer(param: str, raw: str, *, minimum: int = 0, maximum: int = MAX_INTEGER) -> int:
+    # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "١٢" (which it reads as 12).
+    if not (raw.isascii() and raw.isdigit()):
+        raise ParamError(param, f"{raw!r} is not a whole number in decimal digits")
+    if len(raw) > len(str(MAX_INTEGER)) or not minimum <= int(raw) <= maximum:
+        raise ParamError(param, f"must be between {minimum} and {maximum}")
+    return int(raw)
 
 
 def _boolean(param: str, raw: str) -> bool:
@@ -75,21 +77,32 @@ def parse_event_query(params: Mapping[str, Sequence[str]]) -> EventQuery:
         if name not in PARAMETERS:
             raise ParamError(name, f"unknown parameter; known: {', '.join(PARAMETERS)}")
     raw = {name: _single(params, name) for name in _SINGLE}
-    order = raw["order"] or "asc"
+    # An empty value is a value (and never a valid one), not an absent parameter.
+    order = raw["order"] if raw["order"] is not None else "asc"
     if order not in ("asc", "desc"):
         raise ParamError("order", "must be asc or desc")
+
+    def optional_integer(name: str) -> int | None:
+        value = raw[name]
+        return parse_integer(name, value) if value is not None else None
+
+    def optional_filter(name: str) -> str | None:
+        value = raw[name]
+        return _filter_value(name, name, value) if value is not None else None
+
     query = EventQuery(
-        contract=_filter_value("contract", "contract", raw["contract"]) if raw["contract"] else None,
-        address=_filter_value("address", "address", raw["address"]) if raw["address"] else None,
+        contract=optional_filter("contract"),
+        address=optional_filter("address"),
         event_types=tuple(_filter_value("event_type", "event_type", v) for v in params.get("event_type", [])),
-        tx_hash=_filter_value("tx_hash", "tx_hash", raw["tx_hash"]) if raw["tx_hash"] else None,
-        from_height=_integer("from_height", raw["from_height"]) if raw["from_height"] is not None else None,
-        to_height=_integer("to_height", raw["to_height"]) if raw["to_height"] is not None else None,
+        tx_hash=optional_filter("tx_hash"),
+        from_height=optional_integer("from_height"),
+        to_height=optional_integer("to_height"),
         success=_boolean("success", raw["success"]) if raw["success"] is not None else None,
-        include_rolled_back=_boolean("include_rolled_back", raw["include_rolled_back"] or "false"),
-        after=_integer("after", raw["after"]) if raw["after"] is not None else None,
-        before=_integer("before", raw["before"]) if raw["before"] is not None else None,
-        limit=_integer("limit", raw["limit"], minimum=1, maximum=MAX_LIMIT) if raw["limit"] is not None
+        include_rolled_back=_boolean("include_rolled_back", raw["include_rolled_back"])
+        if raw["include_rolled_back"] is not None else False,
+        after=optional_integer("after"),
+        before=optional_integer("before"),
+        limit=parse_integer("limit", raw["limit"], minimum=1, maximum=MAX_LIMIT) if raw["limit"] is not None
         else DEFAULT_LIMIT,
         order="desc" if order == "desc" else "asc",
     )
