@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from timebank_realtime.principals import encode_standard_principal
-from timebank_realtime.subscriptions import SubscriptionRegistry, parse_filter
+from timebank_realtime.subscriptions import FilterError, SubscriptionRegistry, parse_filter
 
 from .expected import MONSTERS
 
@@ -111,3 +112,9 @@ def test_sockets_sharing_a_filter_share_one_audience() -> None:
     audiences = sorted(registry.audiences(run), key=lambda a: len(a[1]))
     assert [(positions, len(holders)) for positions, holders in audiences] == [([1], 1), ([0, 2], 1000)]
     assert registry.count_by_kind()["contract"] == 1000
+
+
+def test_a_value_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(FilterError) as refused:
+        parse_filter({"tx_hash": "0x" + "ab" * 32 + "\n"})
+    assert refused.value.code == "invalid_tx_hash"

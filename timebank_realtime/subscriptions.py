@@ -19,7 +19,7 @@ from .principals import InvalidPrincipal, validate_contract_id, validate_princip
 
 DEFAULT_MAX_VALUES = 100
 MAX_CURSOR = 2**63 - 1
-_TX_HASH = re.compile(r"^0x[0-9a-f]{64}$")
+_TX_HASH = re.compile(r"0x[0-9a-f]{64}")  # fullmatch: "$" would also take a trailing newline
 # Most selective first: the index key of a filter is the first of these it names.
 FIELDS = ("tx_hash", "contract", "address", "event_type")
 # Forms sent by existing Time Bank clients: {"type": ..., <field>: value}.
@@ -92,7 +92,7 @@ def validate_value(name: str, value: str) -> str:
                               f"{value!r} is not an event type; known types: {', '.join(EVENT_TYPES)}")
         return value
     normalized = value.lower()
-    if not _TX_HASH.match(normalized):
+    if not _TX_HASH.fullmatch(normalized):
         raise FilterError("invalid_tx_hash", f"{value!r} is not a 0x-prefixed 32-byte hex transaction hash")
     return normalized
 
