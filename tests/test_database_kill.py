@@ -190,3 +190,49 @@ async def test_server_killed_mid_delivery(point: str, size: str, mode: str, own_
                                           listener: OpenListener, caplog: pytest.LogCaptureFixture) -> None:
     server = await aiohttp_server(create_app(_settings(own_postgres.dsn, mode)))
     await _kill_at(point, "server", size, own_postgres, server, http, listener, caplog)
+
+
+class _FailingPool:
+    """Raises ``error`` where a pool connection would run the delivery's first statement."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def acquire(self, **_: Any) -> _FailingPool:
+        return self
+
+    async def __aenter__(self) -> None:
+        raise self.error
+
+    async def __aexit__(self, *_: Any) -> None:
+        return None
+
+
+CONNECTION_LOSSES = [
+    asyncpg.InternalClientError("cannot switch to state 15; another operation (22) is in progress"),
+    asyncpg.InterfaceError("connection is closed"),
+    asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+    asyncpg.ConnectionFailureError("connection failure"),
+    asyncpg.PostgresConnectionError("protocol violation"),
+    asyncpg.AdminShutdownError("terminating connection due to administrator command"),  # pg_terminate_backend
+    asyncpg.CrashShutdownError("terminating connection because of crash of another server process"),
+    asyncpg.CannotConnectNowError("the database system is starting up"),
+    asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+    asyncpg.IdleInTransactionSessionTimeoutError("terminating connection due to idle-in-transaction timeout"),
+    ConnectionResetError(104, "Connection reset by peer"),
+    ConnectionRefusedError(111, "Connect call failed"),
+    TimeoutError(),
+]
+
+
+@pytest.mark.parametrize("error", CONNECTION_LOSSES, ids=lambda e: type(e).__name__)
+async def test_every_connection_loss_is_database_unavailable(error: BaseException) -> None:
+    from timebank_realtime.errors import DatabaseUnavailable
+    from timebank_realtime.store import EventStore
+
+    store = EventStore(_FailingPool(error))  # type: ignore[arg-type]
+    delivery = normalize(parse_payload(load_fixture(NFT)))
+    with pytest.raises(DatabaseUnavailable):
+        await store.apply_delivery(delivery)
+    with pytest.raises(DatabaseUnavailable):
+        await store.changes_after(0, 10)  # what the tailer reads
