@@ -76,14 +76,14 @@ class Tailer:
         self.listening = True
         if self._lost_at is None:
             logger.info("tailer listening from cursor %d", self._cursor)
-        else:
-            logger.info("tailer reconnected after %.1fs; listening from cursor %d",
-                        time.monotonic() - self._lost_at, self._cursor)
-            self._lost_at = None
         try:
             while True:
                 # Catch up first: changes committed while we were not listening are in the log.
                 await self._catch_up()
+                if self._lost_at is not None:  # listening and reading again: the outage is over
+                    logger.info("tailer reconnected after %.1fs; listening from cursor %d",
+                                time.monotonic() - self._lost_at, self._cursor)
+                    self._lost_at = None
                 if lost.is_set() or conn.is_closed():
                     raise DatabaseUnavailable("the LISTEN connection closed")
                 # asyncio.timeout, not wait_for: on 3.11, wait_for drops a cancel that lands in the
