@@ -33,7 +33,7 @@ class ServiceProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = service_env(HOST="127.0.0.1", PORT=str(self.port), TAILER_POLL_SECONDS="0.25",
-                          SOCKET_PING_INTERVAL_SECONDS="1", **settings)
+                          SOCKET_PING_INTERVAL_SECONDS="1", **{"SHUTDOWN_DRAIN_SECONDS": "0", **settings})
         self._log = log_path.open("wb")
         self.process = subprocess.Popen([sys.executable, "-m", "timebank_realtime", "serve"], env=env,
                                         stdout=self._log, stderr=subprocess.STDOUT)

@@ -43,6 +43,10 @@ class OwnPostgres:
     async def stop(self) -> None:
         await asyncio.to_thread(self._pg_ctl, "-w", "-m", "fast", "stop")
 
+    async def kill(self) -> None:
+        """Stop the server as a crash would: every backend ends at once, nothing is shut down cleanly."""
+        await asyncio.to_thread(self._pg_ctl, "-w", "-m", "immediate", "stop")
+
     async def start(self) -> None:
         await asyncio.to_thread(self.server.ensure_postgres_running)
 

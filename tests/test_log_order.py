@@ -11,6 +11,7 @@ import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestServer
 
+from timebank_realtime.app import TAILER
 from timebank_realtime.normalize import normalize
 from timebank_realtime.payload import parse_payload
 from timebank_realtime.store import EventStore, create_pool
@@ -128,6 +129,8 @@ async def test_tailer_recovers_when_its_listen_connection_is_killed(
         server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, listener: OpenListener) -> None:
     client = await listener(url_of(server))
     await client.subscribe({})
+    # The tailer connects in the background after start-up: its LISTEN may not be issued yet.
+    await eventually(lambda: server.app[TAILER].listening)
     killed = await db.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
         "WHERE query ILIKE 'LISTEN %' AND pid <> pg_backend_pid()")

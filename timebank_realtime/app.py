@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -38,6 +39,32 @@ TAILER = web.AppKey("tailer", Tailer)
 TAILER_TASK = web.AppKey("tailer_task", asyncio.Task[None])
 METRICS = web.AppKey("metrics", Metrics)
 DRAINING = web.AppKey("draining", asyncio.Event)
+
+
+class InFlight:
+    """Webhook deliveries being handled, so that a drain can wait for them to be answered."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        self.count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
 
 
 async def resolve_dsn(settings: Settings) -> str:
@@ -140,6 +167,8 @@ async def _healthz(_request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     """Ready when the database answers with every shipped migration applied and the tailer keeps up."""
     app = request.app
+    if app[DRAINING].is_set():  # first, and without asking the database: the balancer must see it at once
+        return web.json_response({"status": "unready", "reasons": ["shutting_down"]}, status=503)
     reasons: list[str] = []
     try:
         version = await app[STORE].schema_version()
@@ -184,6 +213,50 @@ async def _server_timing(request: web.Request, handler: Handler) -> web.StreamRe
     return response
 
 
+# --- draining: SIGTERM to stop ----------------------------------------------------------------
+
+
+def _counted(in_flight: InFlight, handler: Handler) -> Handler:
+    async def counted(request: web.Request) -> web.StreamResponse:
+        with in_flight.track():
+            return await handler(request)
+
+    return counted
+
+
+async def _close_connections_while_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """While draining, every answer closes its connection: a keep-alive client comes back through
+    the load balancer, to another node, instead of to one that is going away."""
+    if request.app[DRAINING].is_set() and response.status != 101:  # (not a websocket upgrade)
+        response.force_close()
+        response.headers["Connection"] = "close"
+
+
+async def drain(app: web.Application, *, minimum_seconds: float, grace_seconds: float,
+                hurry: asyncio.Event | None = None) -> None:
+    """Stop taking work, but stay reachable: /readyz answers 503 ``shutting_down`` at once, new
+    deliveries 503 ``shutting_down`` with ``Connection: close``, and deliveries in flight finish.
+    Returns once those are answered and ``minimum_seconds`` have passed (time for a load balancer
+    to see /readyz fail), after ``grace_seconds`` at most, or when ``hurry`` is set (a second
+    signal); then sends the sockets off to reconnect elsewhere. The caller then stops the server."""
+    app[DRAINING].set()
+    in_flight = app[IN_FLIGHT]
+    waiters: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(asyncio.gather(asyncio.sleep(min(minimum_seconds, grace_seconds)), in_flight.idle())),
+        asyncio.ensure_future((hurry or asyncio.Event()).wait()),
+    ]
+    try:
+        await asyncio.wait(waiters, timeout=grace_seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    if in_flight.count:
+        logger.warning("%d deliveries still in flight at the end of the drain; they are cancelled and "
+                       "roll back (Chainhook retries them)", in_flight.count)
+    await app[HUB].close()
+
+
 def create_app(settings: Settings) -> web.Application:
     if settings.chainhook_webhook_secret is None:
         logger.warning("CHAINHOOK_WEBHOOK_SECRET is not set: the webhook accepts loopback clients only")
@@ -194,6 +267,8 @@ def create_app(settings: Settings) -> web.Application:
                           handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[DRAINING] = asyncio.Event()
+    app[IN_FLIGHT] = InFlight()
+    app.on_response_prepare.append(_close_connections_while_draining)
     metrics = Metrics()
     app[METRICS] = metrics
     hub = RealtimeHub(settings, metrics)
@@ -202,9 +277,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_tailer)
     app.on_shutdown.append(_close_sockets)
-    app.router.add_post("/api/webhooks/chainhook",
-                        make_webhook_handler(STORE, DRAINING, settings.chainhook_webhook_secret,
-                                             settings.max_payload_bytes, settings.stream_delivery_bytes, metrics))
+    app.router.add_post("/api/webhooks/chainhook", _counted(app[IN_FLIGHT], make_webhook_handler(
+        STORE, DRAINING, settings.chainhook_webhook_secret, settings.max_payload_bytes,
+        settings.stream_delivery_bytes, metrics)))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

