@@ -219,6 +219,7 @@ CONNECTION_LOSSES = [
     asyncpg.CannotConnectNowError("the database system is starting up"),
     asyncpg.TooManyConnectionsError("sorry, too many clients already"),
     asyncpg.IdleInTransactionSessionTimeoutError("terminating connection due to idle-in-transaction timeout"),
+    asyncpg.DeadlockDetectedError("deadlock detected"),  # still there after the delivery's retries
     ConnectionResetError(104, "Connection reset by peer"),
     ConnectionRefusedError(111, "Connect call failed"),
     TimeoutError(),

@@ -54,6 +54,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     # Class 25P0x: the server ended an idle transaction or one that ran too long.
     asyncpg.IdleInTransactionSessionTimeoutError,
     asyncpg.TransactionTimeoutError,
+    # Class 40 (a deadlock, a serialization failure) still there after the delivery's own retries:
+    # transient, nothing was stored, and a later retry goes through.
+    asyncpg.TransactionRollbackError,
 )
 
 
