@@ -19,11 +19,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ijson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from . import jsoncodec
 from .errors import PayloadError
 from .normalize import EventRow, Format, v1_transaction_rows, v2_transaction_rows
-from .payload import BlockIdentifier, V1Block, V1Transaction, V2Block, V2Transaction, json_path, parse_payload
+from .payload import (
+    BlockIdentifier,
+    Timestamp,
+    V1Block,
+    V1Transaction,
+    V2Block,
+    V2Transaction,
+    json_path,
+    parse_payload,
+)
 
 _READ_SIZE = 64 * 1024
 _BLOCKS = {"v1": "apply.item", "v2": "event.apply.item"}
@@ -39,7 +49,7 @@ class NeedsWholeParse(Exception):
 class _BlockHeader(BaseModel):
     model_config = ConfigDict(extra="ignore")
     block_identifier: BlockIdentifier
-    timestamp: int = Field(ge=0)
+    timestamp: Timestamp
 
 
 @dataclass
@@ -80,40 +90,90 @@ def stream_rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[Eve
         yield row
 
 
+_OPEN = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
+
+
 def _rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]:
     skeleton = ijson.ObjectBuilder()
     transaction: ijson.ObjectBuilder | None = None
-    depth = 0
+    depth = tx_depth = 0
     block_number, tx_number = -1, 0
     block: V1Block | V2Block | None = None
+    keys = _KeyGuard()
     events = ijson.parse(_Reader(body), use_float=True)
     try:
         for prefix, event, value in events:
+            depth = _checked_depth(depth + _OPEN.get(event, 0), event, value)
             if transaction is not None:
                 transaction.event(event, value)
-                depth += {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}.get(event, 0)
-                if depth == 0:
+                tx_depth += _OPEN.get(event, 0)
+                if tx_depth == 0:
                     assert block is not None and summary.format is not None
                     yield from _transaction_rows(summary, block, block_number, tx_number, transaction.value)
                     transaction, tx_number = None, tx_number + 1
                 continue
-            if prefix == "" and event == "map_key":
-                _note_format(summary, value)
+            if event == "map_key":
+                keys.note(prefix, value, summary)
             elif prefix in _ROLLBACKS and event == "start_map":
                 raise NeedsWholeParse("rollbacks are applied before the rows")
-            elif summary.format is not None and prefix == _BLOCKS[summary.format] + ".transactions.item" \
-                    and event == "start_map":
+            elif summary.format is not None and prefix == _BLOCKS[summary.format] + ".transactions.item":
+                _expect_object(event, "a transaction")
                 if block is None:
                     block = _block(summary.format, skeleton.value, block_number)
-                transaction, depth = ijson.ObjectBuilder(), 1
+                transaction, tx_depth = ijson.ObjectBuilder(), 1
                 transaction.event(event, value)
                 continue
-            elif summary.format is not None and prefix == _BLOCKS[summary.format] and event == "start_map":
+            elif summary.format is not None and prefix == _BLOCKS[summary.format] and event != "end_map":
+                _expect_object(event, "a block")
                 block_number, tx_number, block = block_number + 1, 0, None
+                keys.new_block()
             skeleton.event(event, value)
     except ijson.JSONError as error:
         raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
     _finish(summary, skeleton.value)
+
+
+def _checked_depth(depth: int, event: str, value: Any) -> int:
+    """Stop at the limits the whole-body parser enforces, before the parser's memory grows with the
+    depth; the whole-body path then names the offending value."""
+    if depth > jsoncodec.MAX_DEPTH:
+        raise NeedsWholeParse(f"nested deeper than {jsoncodec.MAX_DEPTH} levels")
+    if event in ("string", "map_key") and len(value) > jsoncodec.MAX_STRING_CHARS:
+        raise NeedsWholeParse(f"a string longer than {jsoncodec.MAX_STRING_CHARS} characters")
+    return depth
+
+
+def _expect_object(event: str, what: str) -> None:
+    if event != "start_map":
+        # Not even the start of an array item that is not an object may pass: the item numbering
+        # (and so every path) would be off.
+        raise NeedsWholeParse(f"{what} that is not an object")
+
+
+class _KeyGuard:
+    """Object keys where a repeat would make the stream differ from the whole parse (whose last
+    value wins): the envelope's, the 2.0 event's, and each block's."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, set[str]] = {}
+
+    def new_block(self) -> None:
+        self._seen.pop("block", None)
+
+    def note(self, prefix: str, key: str, summary: StreamSummary) -> None:
+        if prefix == "":
+            _note_format(summary, key)
+            scope = "root"
+        elif prefix == "event":
+            scope = "event"
+        elif summary.format is not None and prefix == _BLOCKS[summary.format]:
+            scope = "block"
+        else:
+            return
+        seen = self._seen.setdefault(scope, set())
+        if key in seen:
+            raise NeedsWholeParse(f"a repeated key {key!r}")
+        seen.add(key)
 
 
 def _note_format(summary: StreamSummary, key: str) -> None:
@@ -127,9 +187,11 @@ def _note_format(summary: StreamSummary, key: str) -> None:
 
 def _block(fmt: Format, document: Any, block_number: int) -> V1Block | V2Block:
     """The block whose transactions are arriving, from its header (which must have come first)."""
-    blocks = document["apply"] if fmt == "v1" else document["event"]["apply"]
-    header = blocks[block_number]
-    if "block_identifier" not in header or "timestamp" not in header:
+    try:
+        header = (document["apply"] if fmt == "v1" else document["event"]["apply"])[block_number]
+    except (LookupError, TypeError):
+        raise NeedsWholeParse("the block's place in the document is unclear") from None
+    if not isinstance(header, dict) or "block_identifier" not in header or "timestamp" not in header:
         raise NeedsWholeParse("a block's header follows its transactions")
     path = f"$.apply[{block_number}]" if fmt == "v1" else f"$.event.apply[{block_number}]"
     try:
