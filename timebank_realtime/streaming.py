@@ -96,14 +96,12 @@ _OPEN = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
 def _rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]:
     skeleton = ijson.ObjectBuilder()
     transaction: ijson.ObjectBuilder | None = None
-    depth = tx_depth = 0
+    tx_depth = 0
     block_number, tx_number = -1, 0
     block: V1Block | V2Block | None = None
     keys = _KeyGuard()
-    events = ijson.parse(_Reader(body), use_float=True)
     try:
-        for prefix, event, value in events:
-            depth = _checked_depth(depth + _OPEN.get(event, 0), event, value)
+        for prefix, event, value in _parse(body):
             if transaction is not None:
                 transaction.event(event, value)
                 tx_depth += _OPEN.get(event, 0)
@@ -133,14 +131,42 @@ def _rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]
     _finish(summary, skeleton.value)
 
 
-def _checked_depth(depth: int, event: str, value: Any) -> int:
-    """Stop at the limits the whole-body parser enforces, before the parser's memory grows with the
-    depth; the whole-body path then names the offending value."""
-    if depth > jsoncodec.MAX_DEPTH:
-        raise NeedsWholeParse(f"nested deeper than {jsoncodec.MAX_DEPTH} levels")
-    if event in ("string", "map_key") and len(value) > jsoncodec.MAX_STRING_CHARS:
-        raise NeedsWholeParse(f"a string longer than {jsoncodec.MAX_STRING_CHARS} characters")
-    return depth
+def _parse(body: bytes | bytearray) -> Iterator[tuple[str, str, Any]]:
+    """``ijson.parse`` within the parse limits, and with the prefixes only of the first levels.
+
+    ijson's C backend builds every event's prefix (a string as long as the depth) for a whole read
+    before yielding any, so a deeply nested body costs memory quadratic in its depth (a 20,000-deep
+    one: ~1 GB) before a depth check sees an event. The basic parser's events are small; past the
+    levels the loop looks at (a 2.0 transaction is at ``event.apply.item.transactions.item``) the
+    prefix is "*", which matches nothing. Past a limit the delivery parses whole, which names the
+    offending value.
+    """
+    path: list[str] = []  # per open container, the key (or "item") being read
+    for event, value in ijson.basic_parse(_Reader(body), use_float=True):
+        if event == "map_key":
+            if len(value) > jsoncodec.MAX_STRING_CHARS:
+                raise NeedsWholeParse(f"a key longer than {jsoncodec.MAX_STRING_CHARS} characters")
+            yield _prefix(path[:-1]), event, value
+            path[-1] = value
+        elif event == "start_map" or event == "start_array":
+            if len(path) >= jsoncodec.MAX_DEPTH:
+                raise NeedsWholeParse(f"nested deeper than {jsoncodec.MAX_DEPTH} levels")
+            yield _prefix(path), event, value
+            path.append("item" if event == "start_array" else "")
+        elif event == "end_map" or event == "end_array":
+            path.pop()
+            yield _prefix(path), event, value
+        else:
+            if event == "string" and len(value) > jsoncodec.MAX_STRING_CHARS:
+                raise NeedsWholeParse(f"a string longer than {jsoncodec.MAX_STRING_CHARS} characters")
+            yield _prefix(path), event, value
+
+
+_PREFIX_LEVELS = 5
+
+
+def _prefix(path: list[str]) -> str:
+    return ".".join(path) if len(path) <= _PREFIX_LEVELS else "*"
 
 
 def _expect_object(event: str, what: str) -> None:
