@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -157,7 +158,9 @@ def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
 
 TX0 = ("apply", 0, "transactions", 0)
 NFT_EVENT = (*TX0, "metadata", "receipt", "events", 1, "data")
-HUGE = "S" + "A" * 6000
+# ~6 KB that PostgreSQL cannot compress below a btree row's ~2.7 KB (a repeated character would fit).
+NOISE = "".join(hashlib.sha256(str(n).encode()).hexdigest() for n in range(94))
+HUGE = "S" + NOISE.upper()
 
 # (payload builder, expected JSON path prefix). Each was a 500 before.
 MODEL_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str]] = {
@@ -173,9 +176,9 @@ MODEL_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str]] = {
                        "$.apply[0].transactions[0].metadata.receipt.events[1].data.asset_class_identifier"),
     "nft-class-number": (lambda: v1_with(NFT, _set((*NFT_EVENT, "asset_class_identifier"), 7)),
                          "$.apply[0].transactions[0].metadata.receipt.events[1].data.asset_class_identifier"),
-    "tx-hash-6k": (lambda: v1_with(NFT, _set((*TX0, "transaction_identifier", "hash"), "0x" + "ab" * 3000)),
+    "tx-hash-6k": (lambda: v1_with(NFT, _set((*TX0, "transaction_identifier", "hash"), "0x" + NOISE)),
                    "$.apply[0].transactions[0].transaction_identifier.hash"),
-    "block-hash-6k": (lambda: v1_with(NFT, _set(("apply", 0, "block_identifier", "hash"), "0x" + "ab" * 3000)),
+    "block-hash-6k": (lambda: v1_with(NFT, _set(("apply", 0, "block_identifier", "hash"), "0x" + NOISE)),
                       "$.apply[0].block_identifier.hash"),
     "called-contract-6k": (lambda: v1_with(NFT, _set((*TX0, "metadata", "kind", "data", "contract_identifier"),
                                                      HUGE)),
@@ -190,7 +193,7 @@ MODEL_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str]] = {
     "print-sender-6k": (lambda: v1_with(NFT, _set((*TX0, "metadata", "receipt", "events", 0, "data", "sender"),
                                                   HUGE)),
                         "$.apply[0].transactions[0].metadata.receipt.events[0].data.sender"),
-    "uuid-6k": (lambda: v1_with(NFT, _set(("chainhook", "uuid"), "u" * 6000)), "$.chainhook.uuid"),
+    "uuid-6k": (lambda: v1_with(NFT, _set(("chainhook", "uuid"), NOISE)), "$.chainhook.uuid"),
     "event-data-600-deep-nul": (lambda: v1_with(NFT, _set((*TX0, "metadata", "receipt", "events", 0, "data",
                                                            "extra"), nested(600, "\x00"))),
                                 "$.apply[0].transactions[0].metadata.receipt.events[0].data.extra[0]"),
