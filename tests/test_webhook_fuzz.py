@@ -16,6 +16,7 @@ import asyncio
 import copy
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -77,12 +78,6 @@ def parent_of(document: Any, path: Path) -> Any:
     return document
 
 
-def nested(depth: int, inner: Any) -> Any:
-    for _ in range(depth):
-        inner = [inner]
-    return inner
-
-
 # Values a field may be swapped for: the types JSON has, at the sizes and ranges that hurt.
 ODD_INTEGERS = st.sampled_from([-1, 0, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**63 - 1, 2**63, 2**64, 10**20,
                                 -(2**63) - 1, 10**39, 10**99, -(10**99)])
@@ -99,8 +94,15 @@ VALUES = st.one_of(
     LEAVES,
     st.lists(LEAVES, max_size=3),
     st.dictionaries(st.text(max_size=8), LEAVES, max_size=3),
-    st.tuples(st.integers(min_value=100, max_value=1500), LEAVES).map(lambda pair: nested(*pair)),
+    # Deep nesting is spliced into the text (``_DEEP``): a deep document would exhaust the recursion
+    # of the strategy's own copy and json.dumps.
+    st.integers(min_value=100, max_value=3000).map(lambda depth: f"<<deep:{depth}>>"),
 )
+_DEEP = re.compile(r'"<<deep:(\d+)>>"')
+
+
+def _deepen(text: str) -> str:
+    return _DEEP.sub(lambda m: "[" * int(m.group(1)) + '"\\u0000"' + "]" * int(m.group(1)), text)
 
 
 @st.composite
@@ -142,7 +144,7 @@ def _duplicate_a_key(text: str, data: st.DataObject) -> str:
 def bodies(draw: st.DrawFn) -> bytes:
     """Mutated documents, serialized, and sometimes mutated again as bytes."""
     document = draw(documents())
-    text = json.dumps(document, ensure_ascii=draw(st.booleans()))
+    text = _deepen(json.dumps(document, ensure_ascii=draw(st.booleans())))
     encoding = draw(st.sampled_from(["plain", "plain", "plain", "duplicate-key", "truncate", "bad-utf8",
                                      "utf16", "wrap-deep", "long-number"]))
     data = draw(st.data())

@@ -36,6 +36,9 @@ from .payload import (
 )
 
 _READ_SIZE = 64 * 1024
+# With the depth limit, at most a few MB of prefixes per read (see _Reader.read).
+_MAX_OPENS_PER_READ = 1024
+_MIN_READ = 512
 _BLOCKS = {"v1": "apply.item", "v2": "event.apply.item"}
 _ROLLBACKS = ("rollback.item", "event.rollback.item")
 _V1_TRANSACTION = TypeAdapter(V1Transaction)
@@ -75,6 +78,11 @@ class _Reader:
 
     def read(self, size: int = _READ_SIZE) -> bytes:
         chunk = bytes(self._view[self._position:self._position + size])
+        # ijson's C backend builds the events (and their prefixes, as long as the depth) of a whole
+        # read before yielding one, so a read that opens thousands of containers costs memory
+        # quadratic in that number (20,000 levels: ~1 GB) before the depth check sees an event.
+        while len(chunk) > _MIN_READ and chunk.count(b"[") + chunk.count(b"{") > _MAX_OPENS_PER_READ:
+            chunk = chunk[:len(chunk) // 8]
         self._position += len(chunk)
         return chunk
 
@@ -96,29 +104,30 @@ _OPEN = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
 def _rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]:
     skeleton = ijson.ObjectBuilder()
     transaction: ijson.ObjectBuilder | None = None
-    tx_depth = 0
+    level = tx_level = 0
     block_number, tx_number = -1, 0
     block: V1Block | V2Block | None = None
     keys = _KeyGuard()
     try:
-        for prefix, event, value in _parse(body):
+        for prefix, event, value in ijson.parse(_Reader(body), use_float=True):
+            level += _OPEN.get(event, 0)
+            if level > jsoncodec.MAX_DEPTH or (isinstance(value, str) and len(value) > jsoncodec.MAX_STRING_CHARS):
+                # The whole-body path refuses it too, and names the offending value.
+                raise NeedsWholeParse("past the parse limits (nesting depth, string length)")
             if transaction is not None:
                 transaction.event(event, value)
-                tx_depth += _OPEN.get(event, 0)
-                if tx_depth == 0:
+                if level < tx_level:
                     assert block is not None and summary.format is not None
                     yield from _transaction_rows(summary, block, block_number, tx_number, transaction.value)
                     transaction, tx_number = None, tx_number + 1
                 continue
-            if event == "map_key":
-                keys.note(prefix, value, summary)
-            elif prefix in _ROLLBACKS and event == "start_map":
-                raise NeedsWholeParse("rollbacks are applied before the rows")
+            if event == "map_key" or prefix in _ROLLBACKS:
+                keys.note(prefix, event, value, summary)
             elif summary.format is not None and prefix == _BLOCKS[summary.format] + ".transactions.item":
                 _expect_object(event, "a transaction")
                 if block is None:
                     block = _block(summary.format, skeleton.value, block_number)
-                transaction, tx_depth = ijson.ObjectBuilder(), 1
+                transaction, tx_level = ijson.ObjectBuilder(), level
                 transaction.event(event, value)
                 continue
             elif summary.format is not None and prefix == _BLOCKS[summary.format] and event != "end_map":
@@ -129,44 +138,6 @@ def _rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]
     except ijson.JSONError as error:
         raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
     _finish(summary, skeleton.value)
-
-
-def _parse(body: bytes | bytearray) -> Iterator[tuple[str, str, Any]]:
-    """``ijson.parse`` within the parse limits, and with the prefixes only of the first levels.
-
-    ijson's C backend builds every event's prefix (a string as long as the depth) for a whole read
-    before yielding any, so a deeply nested body costs memory quadratic in its depth (a 20,000-deep
-    one: ~1 GB) before a depth check sees an event. The basic parser's events are small; past the
-    levels the loop looks at (a 2.0 transaction is at ``event.apply.item.transactions.item``) the
-    prefix is "*", which matches nothing. Past a limit the delivery parses whole, which names the
-    offending value.
-    """
-    path: list[str] = []  # per open container, the key (or "item") being read
-    for event, value in ijson.basic_parse(_Reader(body), use_float=True):
-        if event == "map_key":
-            if len(value) > jsoncodec.MAX_STRING_CHARS:
-                raise NeedsWholeParse(f"a key longer than {jsoncodec.MAX_STRING_CHARS} characters")
-            yield _prefix(path[:-1]), event, value
-            path[-1] = value
-        elif event == "start_map" or event == "start_array":
-            if len(path) >= jsoncodec.MAX_DEPTH:
-                raise NeedsWholeParse(f"nested deeper than {jsoncodec.MAX_DEPTH} levels")
-            yield _prefix(path), event, value
-            path.append("item" if event == "start_array" else "")
-        elif event == "end_map" or event == "end_array":
-            path.pop()
-            yield _prefix(path), event, value
-        else:
-            if event == "string" and len(value) > jsoncodec.MAX_STRING_CHARS:
-                raise NeedsWholeParse(f"a string longer than {jsoncodec.MAX_STRING_CHARS} characters")
-            yield _prefix(path), event, value
-
-
-_PREFIX_LEVELS = 5
-
-
-def _prefix(path: list[str]) -> str:
-    return ".".join(path) if len(path) <= _PREFIX_LEVELS else "*"
 
 
 def _expect_object(event: str, what: str) -> None:
@@ -186,7 +157,11 @@ class _KeyGuard:
     def new_block(self) -> None:
         self._seen.pop("block", None)
 
-    def note(self, prefix: str, key: str, summary: StreamSummary) -> None:
+    def note(self, prefix: str, event: str, key: Any, summary: StreamSummary) -> None:
+        if event != "map_key":
+            if event == "start_map":  # of a block in rollback
+                raise NeedsWholeParse("rollbacks are applied before the rows")
+            return
         if prefix == "":
             _note_format(summary, key)
             scope = "root"
