@@ -299,3 +299,16 @@ async def test_real_fixtures_stay_accepted_in_both_formats(name: str, streamed: 
     for payload in (fixture(name), fixture(name, v2=True)):
         status, body = await post_raw(http, server, encode(payload))
         assert status == 200, body
+
+
+async def test_a_refused_transaction_in_a_body_that_is_not_json_is_400_on_both_paths(
+        serve: Serve, seeded: Any, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    """Found by the fuzz: the streamed path answered 422 for the transaction it met first, the whole
+    path 400 for the syntax error after it. Not JSON is a 400, whatever came before."""
+    payload = fixture(STX_LOCK)
+    payload["apply"][0]["transactions"][0]["metadata"]["receipt"]["events"] = [7]
+    body = encode(payload)[:-20]
+    for streamed in (True, False):
+        server = await seeded(serve, **(STREAM_ALWAYS if streamed else {}))
+        error = await assert_refused(http, server, db, body, 400)
+        assert error["code"] == "invalid_json"

@@ -102,41 +102,61 @@ _OPEN = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
 
 
 def _rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]:
+    events = ijson.parse(_Reader(body), use_float=True)
+    try:
+        yield from _rows_of(events, summary)
+    except PayloadError:
+        # A body that is not JSON is a 400 whatever it held before the syntax error: read on.
+        _drain(events)
+        raise
+    except ijson.JSONError as error:
+        raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
+
+
+def _drain(events: Iterator[tuple[str, str, Any]]) -> None:
+    level = 0
+    try:
+        for _prefix, event, _value in events:
+            level += _OPEN.get(event, 0)
+            if level > jsoncodec.MAX_DEPTH:
+                raise NeedsWholeParse("past the parse limits (nesting depth)")
+    except ijson.JSONError as error:
+        raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
+
+
+def _rows_of(events: Iterator[tuple[str, str, Any]], summary: StreamSummary) -> Iterator[EventRow]:
     skeleton = ijson.ObjectBuilder()
     transaction: ijson.ObjectBuilder | None = None
     level = tx_level = 0
     block_number, tx_number = -1, 0
     block: V1Block | V2Block | None = None
     keys = _KeyGuard()
-    try:
-        for prefix, event, value in ijson.parse(_Reader(body), use_float=True):
-            level += _OPEN.get(event, 0)
-            if level > jsoncodec.MAX_DEPTH or (isinstance(value, str) and len(value) > jsoncodec.MAX_STRING_CHARS):
-                # The whole-body path refuses it too, and names the offending value.
-                raise NeedsWholeParse("past the parse limits (nesting depth, string length)")
-            if transaction is not None:
-                transaction.event(event, value)
-                if level < tx_level:
-                    assert block is not None and summary.format is not None
-                    yield from _transaction_rows(summary, block, block_number, tx_number, transaction.value)
-                    transaction, tx_number = None, tx_number + 1
-                continue
-            if event == "map_key" or prefix in _ROLLBACKS:
-                keys.note(prefix, event, value, summary)
-            elif summary.format is not None and prefix == _BLOCKS[summary.format] + ".transactions.item":
-                _expect_object(event, "a transaction")
-                if block is None:
-                    block = _block(summary.format, skeleton.value, block_number)
-                transaction, tx_level = ijson.ObjectBuilder(), level
-                transaction.event(event, value)
-                continue
-            elif summary.format is not None and prefix == _BLOCKS[summary.format] and event != "end_map":
-                _expect_object(event, "a block")
-                block_number, tx_number, block = block_number + 1, 0, None
-                keys.new_block()
-            skeleton.event(event, value)
-    except ijson.JSONError as error:
-        raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
+    for prefix, event, value in events:
+        level += _OPEN.get(event, 0)
+        if level > jsoncodec.MAX_DEPTH or (isinstance(value, str) and len(value) > jsoncodec.MAX_STRING_CHARS):
+            # The whole-body path refuses it too, and names the offending value.
+            raise NeedsWholeParse("past the parse limits (nesting depth, string length)")
+        if transaction is not None:
+            transaction.event(event, value)
+            if level < tx_level:
+                assert block is not None and summary.format is not None
+                yield from _transaction_rows(summary, block, block_number, tx_number, transaction.value)
+                transaction, tx_number = None, tx_number + 1
+            continue
+        if event == "map_key" or prefix in _ROLLBACKS:
+            keys.note(prefix, event, value, summary)
+        elif summary.format is not None and prefix == _BLOCKS[summary.format] + ".transactions.item":
+            _expect_object(event, "a transaction")
+            if block is None:
+                block = _block(summary.format, skeleton.value, block_number)
+            transaction, tx_level = ijson.ObjectBuilder(), level
+            transaction.event(event, value)
+            continue
+        elif summary.format is not None and prefix == _BLOCKS[summary.format] and event != "end_map":
+            _expect_object(event, "a block")
+            block_number, tx_number, block = block_number + 1, 0, None
+            keys.new_block()
+        skeleton.event(event, value)
     _finish(summary, skeleton.value)
 
 
