@@ -312,3 +312,15 @@ async def test_a_refused_transaction_in_a_body_that_is_not_json_is_400_on_both_p
         server = await seeded(serve, **(STREAM_ALWAYS if streamed else {}))
         error = await assert_refused(http, server, db, body, 400)
         assert error["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("bad", [b"\xed\xa0\x80", b"\xff", b"\xc3"])
+async def test_invalid_utf8_in_a_key_is_400_on_both_paths(bad: bytes, serve: Serve, seeded: Any,
+                                                          http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    """Found by the fuzz: the streamed parser read invalid UTF-8 in a key as "?" and answered 422
+    for the key it then missed; the whole-body path answered 400."""
+    body = encode(fixture(NFT)).replace(b'"apply"', b'"' + bad + b'apply"', 1)
+    for streamed in (True, False):
+        server = await seeded(serve, **(STREAM_ALWAYS if streamed else {}))
+        error = await assert_refused(http, server, db, body, 400)
+        assert error["code"] == "invalid_json"

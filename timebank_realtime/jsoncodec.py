@@ -80,14 +80,17 @@ def _bounded_float(text: str) -> float:
 
 def loads_payload(text: str | bytes | bytearray) -> Any:
     """Parse a webhook body within the limits above. Raises what ``loads`` raises for text that is not
-    JSON, and PayloadError (with the JSON path of the first offending value) past a limit."""
+    JSON, and PayloadError (with the JSON path of the first offending value) past a limit. Bytes must
+    be UTF-8 (RFC 8259), as the streamed parser requires too: no UTF-16, no encoded lone surrogates."""
     try:
         if _has_long_number(text):
-            value = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int,
-                               parse_float=_bounded_float)
+            value = _bounded_standard_loads(text)
         else:
-            value = loads(text)
-    except json.JSONDecodeError:
+            try:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                value = _bounded_standard_loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise
     except (RecursionError, ValueError):  # nested past the interpreter's stack, or a number too long
         raise _limit_error(text) from None
@@ -95,6 +98,12 @@ def loads_payload(text: str | bytes | bytearray) -> Any:
         path, message = _walk_for_limits(value) or ("$", "past the parse limits")
         raise PayloadError(message, path=path)
     return value
+
+
+def _bounded_standard_loads(text: str | bytes | bytearray) -> Any:
+    if not isinstance(text, str):
+        text = bytes(text).decode("utf-8")
+    return json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int, parse_float=_bounded_float)
 
 
 def _within_limits(document: Any) -> bool:

@@ -14,6 +14,7 @@ Pure: bytes in, rows out.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,8 @@ class _Reader:
     def __init__(self, body: bytes | bytearray) -> None:
         self._view = memoryview(body)
         self._position = 0
+        # The C parser passes invalid UTF-8 through; the whole-body parser (rightly) refuses it.
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
 
     def read(self, size: int = _READ_SIZE) -> bytes:
         chunk = bytes(self._view[self._position:self._position + size])
@@ -84,6 +87,10 @@ class _Reader:
         while len(chunk) > _MIN_READ and chunk.count(b"[") + chunk.count(b"{") > _MAX_OPENS_PER_READ:
             chunk = chunk[:len(chunk) // 8]
         self._position += len(chunk)
+        try:
+            self._utf8.decode(chunk, final=not chunk)
+        except UnicodeDecodeError:
+            raise NeedsWholeParse("the body is not UTF-8") from None
         return chunk
 
 
