@@ -324,3 +324,14 @@ async def test_invalid_utf8_in_a_key_is_400_on_both_paths(bad: bytes, serve: Ser
         server = await seeded(serve, **(STREAM_ALWAYS if streamed else {}))
         error = await assert_refused(http, server, db, body, 400)
         assert error["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("escape", ["\\udfff", "\\ud800\\ud800"])
+async def test_an_escaped_lone_surrogate_is_answered_alike_on_both_paths(
+        escape: str, serve: Serve, seeded: Any, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    """Found by the fuzz: ijson fails to decode an escaped lone low surrogate (valid JSON) and the
+    streamed path answered 400, while the whole-body path read it and answered 422."""
+    text = json.dumps(fixture(NFT)).replace('"chainhook": {', '"chainhook": "x' + escape + '", "c": {', 1)
+    for streamed in (True, False):
+        server = await seeded(serve, **(STREAM_ALWAYS if streamed else {}))
+        await assert_refused(http, server, db, text.encode(), 422, "$.chainhook")

@@ -116,7 +116,9 @@ def _rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]
         # A body that is not JSON is a 400 whatever it held before the syntax error: read on.
         _drain(events)
         raise
-    except ijson.JSONError as error:
+    except (ijson.JSONError, UnicodeDecodeError) as error:
+        # UnicodeDecodeError: the C parser turns an escaped lone surrogate ("\\udfff") into bytes
+        # that are not UTF-8, then fails to decode them; it is valid JSON, so the whole parse decides.
         raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
 
 
@@ -127,7 +129,7 @@ def _drain(events: Iterator[tuple[str, str, Any]]) -> None:
             level += _OPEN.get(event, 0)
             if level > jsoncodec.MAX_DEPTH:
                 raise NeedsWholeParse("past the parse limits (nesting depth)")
-    except ijson.JSONError as error:
+    except (ijson.JSONError, UnicodeDecodeError) as error:
         raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
 
 
