@@ -58,7 +58,7 @@ def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: boo
             if not line.strip():
                 continue
             try:
-                delivery = normalize(parse_payload(jsoncodec.loads(line)))
+                delivery = normalize(parse_payload(jsoncodec.loads_payload(line)))
             except (UnicodeDecodeError, json.JSONDecodeError, PayloadError) as error:
                 message = f"{path}:{number}: {error}"
                 if abort_on_error:

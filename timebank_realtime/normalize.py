@@ -6,7 +6,7 @@ transfers) are documented in the README's "Normalization" section; keep the two 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .clarity import ClarityDecodeError, decode_hex
 from .errors import PayloadError
+from .payload import AssetIdentifier as _AssetIdentifier
+from .payload import LoosePrincipal as _LoosePrincipal
 from .payload import (
     Payload,
     V1Block,
@@ -27,6 +29,7 @@ from .payload import (
     V2Transaction,
     json_path,
 )
+from .payload import Principal as _Principal
 from .principals import is_principal
 
 EVENT_TYPES = (
@@ -100,6 +103,12 @@ def _timestamp(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
+def _text(value: Any) -> str:
+    """A string field of loosely typed metadata; anything else reads as empty. (Its length is bounded
+    by the payload models.)"""
+    return value if isinstance(value, str) else ""
+
+
 def _contract_of_asset(asset_identifier: str) -> str:
     """``SP….token::name`` -> ``SP….token``."""
     return asset_identifier.split("::", 1)[0]
@@ -144,19 +153,23 @@ def _with_decoded_value(data: dict[str, Any]) -> dict[str, Any]:
 
 class _EventData(BaseModel):
     model_config = ConfigDict(extra="allow")
+    # Read as affected addresses (an indexed column) whatever the event type.
+    sender: _LoosePrincipal = None
+    recipient: _LoosePrincipal = None
+    locked_address: _LoosePrincipal = None
 
 
 class _Transfer(_EventData):
-    sender: str
-    recipient: str
+    sender: _Principal
+    recipient: _Principal
 
 
 class _Mint(_EventData):
-    recipient: str
+    recipient: _Principal
 
 
 class _Burn(_EventData):
-    sender: str
+    sender: _Principal
 
 
 class _Amount(_EventData):
@@ -164,7 +177,12 @@ class _Amount(_EventData):
 
 
 class _Asset(_EventData):
-    asset_identifier: str
+    asset_identifier: _AssetIdentifier
+
+
+class _NftAsset(_Asset):
+    # Decoded mode: the class, while asset_identifier holds the token's value. Absent in raw mode.
+    asset_class_identifier: _AssetIdentifier = ""
 
 
 class _StxTransfer(_Transfer, _Amount):
@@ -180,7 +198,7 @@ class _StxBurn(_Burn, _Amount):
 
 
 class _StxLock(_EventData):
-    locked_address: str
+    locked_address: _Principal
     locked_amount: str
     unlock_height: str | int
 
@@ -197,20 +215,20 @@ class _FtBurn(_Burn, _Amount, _Asset):
     pass
 
 
-class _NftTransfer(_Transfer, _Asset):
+class _NftTransfer(_Transfer, _NftAsset):
     pass
 
 
-class _NftMint(_Mint, _Asset):
+class _NftMint(_Mint, _NftAsset):
     pass
 
 
-class _NftBurn(_Burn, _Asset):
+class _NftBurn(_Burn, _NftAsset):
     pass
 
 
 class _ContractEvent(_EventData):
-    contract_identifier: str
+    contract_identifier: _Principal
 
 
 class _Print(_ContractEvent):
@@ -289,8 +307,7 @@ def _tip(blocks: list[V1Block] | list[V2Block]) -> int | None:
 
 
 def _v1_called_contract(tx: V1Transaction) -> str:
-    data = tx.metadata.kind.data or {}
-    contract = data.get("contract_identifier")
+    contract = (tx.metadata.kind.data or {}).get("contract_identifier")
     return contract if isinstance(contract, str) else ""
 
 
@@ -558,7 +575,7 @@ def _v2_single_operation_row(context: _TxContext, operation: V2Operation) -> Eve
                            data, _addresses([move.account, context.sender]))
     if operation.type == "stx_lock" and operation.amount:
         data = {
-            "locked_address": str(meta.get("locked_address", "")),
+            "locked_address": _text(meta.get("locked_address")),
             "locked_amount": str(abs(int(operation.amount.value))),
             "unlock_height": str(meta.get("unlock_height", "")),
             "contract_name": meta.get("contract_name"),
@@ -571,10 +588,10 @@ def _v2_single_operation_row(context: _TxContext, operation: V2Operation) -> Eve
     return None
 
 
-def _v2_print_row(context: _TxContext, index: int, meta: dict[str, Any]) -> EventRow:
+def _v2_print_row(context: _TxContext, index: int, meta: Mapping[str, Any]) -> EventRow:
     value = meta.get("value")
     data: dict[str, Any] = {
-        "contract_identifier": str(meta.get("contract_identifier", "")),
+        "contract_identifier": _text(meta.get("contract_identifier")),
         "topic": str(meta.get("topic", "")),
     }
     if isinstance(value, dict):

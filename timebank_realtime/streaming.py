@@ -14,18 +14,32 @@ Pure: bytes in, rows out.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import ijson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from . import jsoncodec
 from .errors import PayloadError
 from .normalize import EventRow, Format, v1_transaction_rows, v2_transaction_rows
-from .payload import BlockIdentifier, V1Block, V1Transaction, V2Block, V2Transaction, json_path, parse_payload
+from .payload import (
+    BlockIdentifier,
+    Timestamp,
+    V1Block,
+    V1Transaction,
+    V2Block,
+    V2Transaction,
+    json_path,
+    parse_payload,
+)
 
 _READ_SIZE = 64 * 1024
+# With the depth limit, at most a few MB of prefixes per read (see _Reader.read).
+_MAX_OPENS_PER_READ = 1024
+_MIN_READ = 512
 _BLOCKS = {"v1": "apply.item", "v2": "event.apply.item"}
 _ROLLBACKS = ("rollback.item", "event.rollback.item")
 _V1_TRANSACTION = TypeAdapter(V1Transaction)
@@ -39,7 +53,7 @@ class NeedsWholeParse(Exception):
 class _BlockHeader(BaseModel):
     model_config = ConfigDict(extra="ignore")
     block_identifier: BlockIdentifier
-    timestamp: int = Field(ge=0)
+    timestamp: Timestamp
 
 
 @dataclass
@@ -62,10 +76,21 @@ class _Reader:
     def __init__(self, body: bytes | bytearray) -> None:
         self._view = memoryview(body)
         self._position = 0
+        # The C parser passes invalid UTF-8 through; the whole-body parser (rightly) refuses it.
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
 
     def read(self, size: int = _READ_SIZE) -> bytes:
         chunk = bytes(self._view[self._position:self._position + size])
+        # ijson's C backend builds the events (and their prefixes, as long as the depth) of a whole
+        # read before yielding one, so a read that opens thousands of containers costs memory
+        # quadratic in that number (20,000 levels: ~1 GB) before the depth check sees an event.
+        while len(chunk) > _MIN_READ and chunk.count(b"[") + chunk.count(b"{") > _MAX_OPENS_PER_READ:
+            chunk = chunk[:len(chunk) // 8]
         self._position += len(chunk)
+        try:
+            self._utf8.decode(chunk, final=not chunk)
+        except UnicodeDecodeError:
+            raise NeedsWholeParse("the body is not UTF-8") from None
         return chunk
 
 
@@ -80,40 +105,105 @@ def stream_rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[Eve
         yield row
 
 
+_OPEN = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
+
+
 def _rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]:
-    skeleton = ijson.ObjectBuilder()
-    transaction: ijson.ObjectBuilder | None = None
-    depth = 0
-    block_number, tx_number = -1, 0
-    block: V1Block | V2Block | None = None
     events = ijson.parse(_Reader(body), use_float=True)
     try:
-        for prefix, event, value in events:
-            if transaction is not None:
-                transaction.event(event, value)
-                depth += {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}.get(event, 0)
-                if depth == 0:
-                    assert block is not None and summary.format is not None
-                    yield from _transaction_rows(summary, block, block_number, tx_number, transaction.value)
-                    transaction, tx_number = None, tx_number + 1
-                continue
-            if prefix == "" and event == "map_key":
-                _note_format(summary, value)
-            elif prefix in _ROLLBACKS and event == "start_map":
-                raise NeedsWholeParse("rollbacks are applied before the rows")
-            elif summary.format is not None and prefix == _BLOCKS[summary.format] + ".transactions.item" \
-                    and event == "start_map":
-                if block is None:
-                    block = _block(summary.format, skeleton.value, block_number)
-                transaction, depth = ijson.ObjectBuilder(), 1
-                transaction.event(event, value)
-                continue
-            elif summary.format is not None and prefix == _BLOCKS[summary.format] and event == "start_map":
-                block_number, tx_number, block = block_number + 1, 0, None
-            skeleton.event(event, value)
-    except ijson.JSONError as error:
+        yield from _rows_of(events, summary)
+    except PayloadError:
+        # A body that is not JSON is a 400 whatever it held before the syntax error: read on.
+        _drain(events)
+        raise
+    except (ijson.JSONError, UnicodeDecodeError) as error:
+        # UnicodeDecodeError: the C parser turns an escaped lone surrogate ("\\udfff") into bytes
+        # that are not UTF-8, then fails to decode them; it is valid JSON, so the whole parse decides.
         raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
+
+
+def _drain(events: Iterator[tuple[str, str, Any]]) -> None:
+    level = 0
+    try:
+        for _prefix, event, _value in events:
+            level += _OPEN.get(event, 0)
+            if level > jsoncodec.MAX_DEPTH:
+                raise NeedsWholeParse("past the parse limits (nesting depth)")
+    except (ijson.JSONError, UnicodeDecodeError) as error:
+        raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
+
+
+def _rows_of(events: Iterator[tuple[str, str, Any]], summary: StreamSummary) -> Iterator[EventRow]:
+    skeleton = ijson.ObjectBuilder()
+    transaction: ijson.ObjectBuilder | None = None
+    level = tx_level = 0
+    block_number, tx_number = -1, 0
+    block: V1Block | V2Block | None = None
+    keys = _KeyGuard()
+    for prefix, event, value in events:
+        level += _OPEN.get(event, 0)
+        if level > jsoncodec.MAX_DEPTH or (isinstance(value, str) and len(value) > jsoncodec.MAX_STRING_CHARS):
+            # The whole-body path refuses it too, and names the offending value.
+            raise NeedsWholeParse("past the parse limits (nesting depth, string length)")
+        if transaction is not None:
+            transaction.event(event, value)
+            if level < tx_level:
+                assert block is not None and summary.format is not None
+                yield from _transaction_rows(summary, block, block_number, tx_number, transaction.value)
+                transaction, tx_number = None, tx_number + 1
+            continue
+        if event == "map_key" or prefix in _ROLLBACKS:
+            keys.note(prefix, event, value, summary)
+        elif summary.format is not None and prefix == _BLOCKS[summary.format] + ".transactions.item":
+            _expect_object(event, "a transaction")
+            if block is None:
+                block = _block(summary.format, skeleton.value, block_number)
+            transaction, tx_level = ijson.ObjectBuilder(), level
+            transaction.event(event, value)
+            continue
+        elif summary.format is not None and prefix == _BLOCKS[summary.format] and event != "end_map":
+            _expect_object(event, "a block")
+            block_number, tx_number, block = block_number + 1, 0, None
+            keys.new_block()
+        skeleton.event(event, value)
     _finish(summary, skeleton.value)
+
+
+def _expect_object(event: str, what: str) -> None:
+    if event != "start_map":
+        # Not even the start of an array item that is not an object may pass: the item numbering
+        # (and so every path) would be off.
+        raise NeedsWholeParse(f"{what} that is not an object")
+
+
+class _KeyGuard:
+    """Object keys where a repeat would make the stream differ from the whole parse (whose last
+    value wins): the envelope's, the 2.0 event's, and each block's."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, set[str]] = {}
+
+    def new_block(self) -> None:
+        self._seen.pop("block", None)
+
+    def note(self, prefix: str, event: str, key: Any, summary: StreamSummary) -> None:
+        if event != "map_key":
+            if event == "start_map":  # of a block in rollback
+                raise NeedsWholeParse("rollbacks are applied before the rows")
+            return
+        if prefix == "":
+            _note_format(summary, key)
+            scope = "root"
+        elif prefix == "event":
+            scope = "event"
+        elif summary.format is not None and prefix == _BLOCKS[summary.format]:
+            scope = "block"
+        else:
+            return
+        seen = self._seen.setdefault(scope, set())
+        if key in seen:
+            raise NeedsWholeParse(f"a repeated key {key!r}")
+        seen.add(key)
 
 
 def _note_format(summary: StreamSummary, key: str) -> None:
@@ -127,9 +217,11 @@ def _note_format(summary: StreamSummary, key: str) -> None:
 
 def _block(fmt: Format, document: Any, block_number: int) -> V1Block | V2Block:
     """The block whose transactions are arriving, from its header (which must have come first)."""
-    blocks = document["apply"] if fmt == "v1" else document["event"]["apply"]
-    header = blocks[block_number]
-    if "block_identifier" not in header or "timestamp" not in header:
+    try:
+        header = (document["apply"] if fmt == "v1" else document["event"]["apply"])[block_number]
+    except (LookupError, TypeError):
+        raise NeedsWholeParse("the block's place in the document is unclear") from None
+    if not isinstance(header, dict) or "block_identifier" not in header or "timestamp" not in header:
         raise NeedsWholeParse("a block's header follows its transactions")
     path = f"$.apply[{block_number}]" if fmt == "v1" else f"$.event.apply[{block_number}]"
     try:

@@ -227,7 +227,7 @@ async def _store(store: EventStore, body: bytearray,
         streamed = await _store_streamed(store, body)
         if streamed is not None:
             return (*streamed, True)
-    delivery = normalize(parse_payload(jsoncodec.loads(body)))
+    delivery = normalize(parse_payload(jsoncodec.loads_payload(body)))
     return delivery, len(delivery.events), await store.apply_delivery(delivery), False
 
 
