@@ -118,3 +118,9 @@ def test_a_value_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(FilterError) as refused:
         parse_filter({"tx_hash": "0x" + "ab" * 32 + "\n"})
     assert refused.value.code == "invalid_tx_hash"
+
+
+def test_a_contract_name_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(FilterError) as refused:
+        parse_filter({"contract": MONSTERS + "\n"})
+    assert refused.value.code == "invalid_contract"

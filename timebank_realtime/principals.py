@@ -16,7 +16,7 @@ _C32_INDEX = {char: value for value, char in enumerate(C32_ALPHABET)}
 _HASH160_LENGTH = 20
 _CHECKSUM_LENGTH = 4
 # Clarity 1 allowed 128-character names; newer contracts are limited to 40.
-_CONTRACT_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,127}$")
+_CONTRACT_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_-]{0,127}")  # fullmatch: "$" would take a trailing newline
 # Principals repeat heavily (a busy contract, its callers); c32 and two sha256 per check add up on
 # ingest. The results are pure, so the most recent are kept (a few MB at most).
 _CACHED_PRINCIPALS = 16_384
@@ -78,7 +78,7 @@ def decode_standard_principal(address: str) -> tuple[int, bytes]:
 
 
 def is_contract_name(name: str) -> bool:
-    return bool(_CONTRACT_NAME.match(name))
+    return bool(_CONTRACT_NAME.fullmatch(name))
 
 
 def validate_contract_id(contract_id: str) -> str:
