@@ -568,7 +568,10 @@ class RefClient:
         for lsub in conn.subs:
             if matches(lsub.filter, message):
                 if lsub.live:
-                    self._deliver(lsub, cursor, kind)
+                    # Not above the ack cursor: the replay's, not this subscription's live change
+                    # (a live change another subscription took, below a since beyond the hub's cursor).
+                    if cursor > (lsub.ack_cursor or 0):
+                        self._deliver(lsub, cursor, kind)
                 else:
                     lsub.held.append((cursor, kind, False))
 

@@ -63,14 +63,14 @@ class ReferenceRouting:
         if tags:
             return
         for sub_id, wanted in self.filters.items():
-            if wanted.matches(message):
+            if wanted.matches(message) and message["cursor"] > self.ack_cursor[sub_id]:
                 if sub_id in self.live:
                     self.delivered[sub_id].append(message["cursor"])
                 else:
                     self.held[sub_id].append(message)
 
     def _go_live(self, sub_id: str) -> None:
-        held = [m["cursor"] for m in self.held[sub_id] if m.get("tagged") or m["cursor"] > self.ack_cursor[sub_id]]
+        held = [m["cursor"] for m in self.held[sub_id]]
         self.delivered[sub_id].extend(sorted(held))
         self.held[sub_id] = []
         self.live.add(sub_id)
@@ -153,6 +153,29 @@ async def test_a_live_change_held_for_two_replays_reaches_both(
     assert routing.delivered[wide_ack["id"]] == list(range(1, total + 1))
     assert routing.delivered[narrow_ack["id"]] == await expected(db, 0, narrow)
     assert sorted(client.cursors) == list(range(1, total + 1))
+
+
+async def test_a_short_replay_does_not_wait_for_a_long_one_on_the_same_socket(
+        serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection, listener: OpenListener) -> None:
+    """Replays far apart take turns: a subscription resuming from a minute ago gets its eose while a
+    long replay next to it is still running, and both get exactly their changes."""
+    server = await serve(replay_batch_size=10, slow_consumer_backlog=100_000)
+    for height in range(500, 504):
+        status, _ = await post_webhook(http, url_of(server), synthetic_payload(height, 500, contract=MONSTERS))
+        assert status == 200
+    head = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+    await eventually(lambda: server.app[HUB].cursor == head)
+    client = await listener(url_of(server))
+    long = {"contract": MONSTERS, "since": 0}
+    short = {"since": head - 5}
+    long_ack = await client.subscribe(long)
+    short_ack = await client.subscribe(short)
+    await eventually(lambda: len(client.markers("eose")) == 2, within=60)
+    assert [m["id"] for m in client.markers("eose")] == [short_ack["id"], long_ack["id"]]
+    routing = ReferenceRouting()
+    routing.run(client.timeline, {long_ack["id"]: (long_ack, long), short_ack["id"]: (short_ack, short)})
+    assert routing.delivered[short_ack["id"]] == list(range(head - 4, head + 1))
+    assert routing.delivered[long_ack["id"]] == await expected(db, 0, long)
 
 
 async def test_a_storm_of_resuming_clients_waits_for_the_database_instead_of_resyncing(

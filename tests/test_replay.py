@@ -237,6 +237,9 @@ async def test_a_replay_to_a_reader_that_stopped_waits_for_it_then_resyncs(
         status, _ = await post_webhook(http, url_of(server), synthetic_payload(6000 + block, 1000, padding=3000))
         assert status == 200
     total = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+    # Pushed already, so that the whole backlog is the replay's: changes pushed after the subscribe
+    # would be held for it, and 4x the limit held resyncs it at once, before anything is queued.
+    await eventually(lambda: server.app[HUB].cursor == total, within=30)
     stalled = StalledReader(batch=batch, subscription='{"since":0}')
     await stalled.open(url_of(server))
     try:

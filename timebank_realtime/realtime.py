@@ -36,7 +36,7 @@ from .auth import AuthError, verify_token
 from .errors import DatabaseUnavailable
 from .messages import BATCH, EOSE, HEARTBEAT, RESYNC, batch_message, heartbeat_message, message_for
 from .metrics import Metrics
-from .sessions import Session, Subscription, TokenBucket, tag, tag_runs
+from .sessions import Session, Subscription, TokenBucket, replay_groups, tag, tag_runs
 from .settings import Settings
 from .store import EventStore
 from .subscriptions import FilterError, SubscriptionRegistry, parse_subscribe
@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 DIRECT_WRITE_LIMIT_BYTES = 256 * 1024
 # A socket holding this many times SLOW_CONSUMER_BACKLOG is resynced at once, without a grace period.
 SLOW_CONSUMER_HARD_FACTOR = 4
+# Replays of one socket whose positions are within this many replay batches (in cursors) read together.
+REPLAY_MERGE_SPAN_BATCHES = 4
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
@@ -82,7 +84,8 @@ class RealtimeHub:
         # given every match up to here (``self.cursor`` moves to the end of a run before it is sent).
         self.published = 0
         # Replays wait their turn for a database connection instead of timing out on the pool, which
-        # the webhook and the tailer share: at most half the pool reads for replays.
+        # the webhook and the tailer share: at most half the pool reads for replays (one connection
+        # of a pool of one).
         self._replay_slots = asyncio.Semaphore(max(1, settings.db_pool_max_size // 2))
         self.tip: dict[str, Any] = {"block_height": None, "block_hash": None, "last_delivery_at": None}
         self._store: EventStore | None = None
@@ -262,16 +265,23 @@ class RealtimeHub:
         return not session.resyncing and self.sessions.get(session.sid) is session
 
     async def _replay(self, session: Session) -> None:
-        """The socket's one replay: reads the log for all of its replaying subscriptions together, so
-        that a change they share goes out once, naming them all. Hands each off when it is done."""
+        """The socket's one replay: reads the log for its replaying subscriptions together, so that a
+        change they share goes out once, naming them all. Hands each off when it is done.
+
+        Subscriptions whose replays are far apart (one from the start, one from a minute ago) take
+        turns, a batch each, so that the short one is not held up by the long one; a change both
+        want then reaches the socket once for each."""
+        turn = 0
         try:
             while self._open(session):
                 for subscription in [s for s in session.replaying() if s.replay_done]:
                     if not self._hand_off(session, subscription):
                         return
-                readers = [s for s in session.replaying() if not s.replay_done]
-                if not readers or not await self._replay_batch(session, readers):
+                groups = replay_groups([s for s in session.replaying() if not s.replay_done],
+                                       span=REPLAY_MERGE_SPAN_BATCHES * self._settings.replay_batch_size)
+                if not groups or not await self._replay_batch(session, groups[turn % len(groups)]):
                     return
+                turn += 1
         except DatabaseUnavailable as error:
             logger.warning("replay for sid=%s stopped: %s", session.sid, error)
             self._resync(session, reason="the event store was unreachable during replay")
@@ -288,8 +298,6 @@ class RealtimeHub:
         if not await self._wait_for_room(session, batch):
             self._resync(session, reason="the connection fell too far behind")
             return False
-        if not self._admit(session):
-            return False
         start = min(s.position for s in readers)
         end = max(s.upto for s in readers)
         async with self._replay_slots:
@@ -297,6 +305,9 @@ class RealtimeHub:
                 return False
             records = await self._store.changes_after(start, batch, upto=end,
                                                       match=[s.filter.as_match() for s in readers])
+        # Judged after the wait for a slot, during which live changes may have been held for it.
+        if not self._admit(session):
+            return False
         # Subscriptions added meanwhile join at the next batch; removed ones are no longer owed anything.
         readers = [s for s in readers if session.subscriptions.get(s.id) is s]
         chosen, owners = [], []
@@ -336,11 +347,13 @@ class RealtimeHub:
     def _hand_off(self, session: Session, subscription: Subscription) -> bool:
         """Send what was held for a subscription whose replay is done, then go live and send eose, all
         without an await. Every message tagged for it comes before its eose; none after."""
-        held = list(session.held_for(subscription.id))
+        held = session.held_for(subscription.id)
         if held:
+            if not self._admit(session):
+                return False
             records = [one.record for one in held]
             owners = [frozenset(session.take_held(record["cursor"])) for record in records]
-            if not (self._admit(session) and self._send_tagged(session, records, owners)):
+            if not self._send_tagged(session, records, owners):
                 return False
         subscription.live = True
         self._enqueue(session, encode_message(EOSE, {"id": subscription.id, "cursor": subscription.last_tagged}))
@@ -376,7 +389,6 @@ class RealtimeHub:
                 self._send_encoded(session, frame)
         encoded: dict[int, _EncodedPacket] = {}
         for shared, sessions in single.items():
-            chosen = [records[i] for i in shared]
             run = _PacketRun([self._single_message(encoded, i, records[i]) for i in shared])
             for session in sessions:
                 self._send_encoded(session, run)

@@ -9,7 +9,7 @@ it until the subscription's eose when it is still replaying).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +57,6 @@ class Subscription:
     def replay_done(self) -> bool:
         return self.position >= self.upto
 
-    def wants(self, record: dict[str, Any]) -> bool:
-        return record["cursor"] > self.floor and self.filter.matches(record)
-
 
 @dataclass(slots=True)
 class HeldChange:
@@ -106,8 +103,8 @@ class Session:
         held = self.held.pop(cursor, None)
         return held.owners if held is not None else set()
 
-    def held_for(self, sub_id: str) -> Iterator[HeldChange]:
-        return (held for held in list(self.held.values()) if sub_id in held.owners)
+    def held_for(self, sub_id: str) -> list[HeldChange]:
+        return [held for held in self.held.values() if sub_id in held.owners]
 
     def drop_subscription(self, sub_id: str) -> None:
         self.subscriptions.pop(sub_id, None)
@@ -125,6 +122,20 @@ class Session:
 
 
 TaggedRun = tuple[frozenset[str], list[dict[str, Any]]]
+
+
+def replay_groups(readers: list[Subscription], *, span: int) -> list[list[Subscription]]:
+    """Replaying subscriptions in groups that read the log together: each group's positions lie
+    within ``span`` cursors of its first, the group furthest behind first. Reading together sends a
+    change they share once; keeping far-apart replays apart keeps a short one from waiting for a
+    long one."""
+    groups: list[list[Subscription]] = []
+    for reader in sorted(readers, key=lambda s: s.position):
+        if groups and reader.position - groups[-1][0].position <= span:
+            groups[-1].append(reader)
+        else:
+            groups.append([reader])
+    return groups
 
 
 def tag_runs(records: list[dict[str, Any]], owners: list[frozenset[str]]) -> list[TaggedRun]:

@@ -121,6 +121,9 @@ export function createTimebankClient({
   socket.on("chainhook:heartbeat", (beat) => onHeartbeat && onHeartbeat(beat));
   socket.on("connect", async () => {
     failures = 0; unclaimed.clear(); earlyEose.clear();
+    // Forget the old connection for every subscription first: one still marked live (or still
+    // holding an old server id) would take changes meant for the others while they resubscribe.
+    for (const sub of subscriptions) { sub.serverId = null; sub.ackCursor = null; sub.live = false; sub.buffer = []; }
     for (const sub of [...subscriptions]) {
       try { await send(sub); } catch (error) { onError(error); }
     }
