@@ -192,22 +192,6 @@ async def test_server_killed_mid_delivery(point: str, size: str, mode: str, own_
     await _kill_at(point, "server", size, own_postgres, server, http, listener, caplog)
 
 
-class _FailingPool:
-    """Raises ``error`` where a pool connection would run the delivery's first statement."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def acquire(self, **_: Any) -> _FailingPool:
-        return self
-
-    async def __aenter__(self) -> None:
-        raise self.error
-
-    async def __aexit__(self, *_: Any) -> None:
-        return None
-
-
 CONNECTION_LOSSES = [
     asyncpg.InternalClientError("cannot switch to state 15; another operation (22) is in progress"),
     asyncpg.InterfaceError("connection is closed"),
@@ -228,12 +212,11 @@ CONNECTION_LOSSES = [
 
 @pytest.mark.parametrize("error", CONNECTION_LOSSES, ids=lambda e: type(e).__name__)
 async def test_every_connection_loss_is_database_unavailable(error: BaseException) -> None:
+    """The one list of connection-loss errors, which wraps every store operation (a delivery, the
+    tailer's read); the kills above show the real ones on the real paths."""
     from timebank_realtime.errors import DatabaseUnavailable
-    from timebank_realtime.store import EventStore
+    from timebank_realtime.store import _unavailable_as_domain_error
 
-    store = EventStore(_FailingPool(error))  # type: ignore[arg-type]
-    delivery = normalize(parse_payload(load_fixture(NFT)))
     with pytest.raises(DatabaseUnavailable):
-        await store.apply_delivery(delivery)
-    with pytest.raises(DatabaseUnavailable):
-        await store.changes_after(0, 10)  # what the tailer reads
+        async with _unavailable_as_domain_error():
+            raise error
