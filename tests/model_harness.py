@@ -176,10 +176,10 @@ async def post(http: aiohttp.ClientSession, node: Node, body: Mapping[str, Any])
 class PausableProxy:
     """A loopback proxy for one client: ``pause()`` stops passing the server's bytes on (the client
     stops reading, and with small buffers the server backs up quickly), ``cut()`` aborts the
-    connections like a dropped network."""
+    connections like a dropped network. ``target_port`` is the node the next connection reaches."""
 
     def __init__(self, target_port: int) -> None:
-        self._target_port = target_port
+        self.target_port = target_port  # read at each accept: retarget between connections only
         self._server: asyncio.Server | None = None
         self._transports: set[asyncio.BaseTransport] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -207,7 +207,7 @@ class PausableProxy:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
         try:
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self._target_port))
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.target_port))
             upstream_reader, upstream_writer = await asyncio.open_connection(sock=sock, limit=4096)
         except OSError:
             sock.close()

@@ -1,20 +1,24 @@
 """A stateful property test of the Socket.IO delivery protocol against a pure reference model.
 
-Hypothesis drives the real app (on a real port, over real sockets, through a proxy per client that
-can pause or cut the connection) with deliveries (applies, rollbacks, restores, repeats, bursts),
-subscriptions, unsubscriptions, disconnects with resumes, reconnect churn under load, replay races
-and stalled readers. After every step the system is brought to rest (event-driven, bounded) and
-every subscription's delivered list is compared with what the change log says it must be: every
-matching change after its ``since``, exactly once, in cursor order. The reference client
-(tests/model_harness.py) applies the README's client rules and never dedupes.
+Hypothesis drives the real app (two nodes: app instances on real ports sharing one database, as
+several server processes do; over real sockets, through a proxy per client that can pause or cut the
+connection, and that targets the node the client connects to) with deliveries (applies, rollbacks,
+restores, repeats, bursts), subscriptions, unsubscriptions, disconnects with resumes, reconnect
+churn under load, replay races and stalled readers. After every step the system is brought to rest
+(event-driven, bounded: every node's hub has pushed up to the log's head, every client's replays are
+over on the node it is connected to) and every subscription's delivered list is compared with what
+the change log says it must be: every matching change after its ``since``, exactly once, in cursor
+order. The reference client (tests/model_harness.py) applies the README's client rules and never
+dedupes.
 
 Rules: add_client (batch or per-message), subscribe (filters over 2 contracts x 3 addresses x 3
-event types, ``{}`` included; since "now", 0 or a past cursor), unsubscribe, reconnect (clean or cut;
-resume from the client's own cursors or the resync positions), deliver, burst, rollback, restore,
-redeliver, churn (drops and resumes while deliveries stream), replay_race (a long since=0 replay, a
-delivery held for it, then a second subscription replaying from before that delivery) and stall
-(the proxy stops passing the server's bytes until the server resyncs the reader, which then resumes
-from the resync positions).
+event types, ``{}`` included; since "now", 0 or a past cursor), unsubscribe, reconnect (clean or
+cut; resume from the client's own cursors or the resync positions), move_node (the same, but the
+client resumes on the other node, whose hub may be behind or ahead), deliver and burst (posted to
+either node), rollback, restore, redeliver, churn (drops and resumes while deliveries stream),
+replay_race (a long since=0 replay, a delivery held for it, then a second subscription replaying
+from before that delivery) and stall (the proxy stops passing the server's bytes until the server
+resyncs the reader, which then resumes from the resync positions).
 
 Invariants, after the system comes to rest: each subscription got exactly the matching changes of the
 log after its since, once each, in cursor order (a prefix of that once unsubscribed); on one
@@ -24,7 +28,7 @@ acked on that connection.
 
 Bounded by default (20 examples of up to 12 steps). A long run:
     MODEL_EXAMPLES=300 MODEL_STEPS=15 .venv/bin/pytest tests/test_delivery_model.py
-MODEL_RULES_OFF=replay_race,churn leaves rules out, to look past a known failure.
+MODEL_RULES_OFF=replay_race,churn,move_node leaves rules out, to look past a known failure.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ SINCE = st.sampled_from(["now", 0, 0.5, 0.9])  # a fraction is that part of the 
 EVENTS = st.lists(st.builds(EventSpec, kind=st.sampled_from(["print", "ft"]), contract=st.integers(0, 1),
                             sender=st.integers(0, 2), recipient=st.integers(0, 2)), min_size=1, max_size=4)
 INDEX = st.integers(0, 7)
+NODES = 2  # app instances on the one database; a client may resume on any of them
+NODE = st.integers(0, NODES - 1)
 
 
 class Harness:
@@ -96,11 +102,12 @@ class Harness:
 
 
 class System:
-    """One example's world: a fresh log, the app, clients (each behind its own proxy), the blocks."""
+    """One example's world: a fresh log, two nodes of the app (one database, the same settings),
+    clients (each behind its own proxy, which targets the node it connects to), the blocks."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        self.node: Node | None = None
+        self.nodes: list[Node] = []
         self.http: aiohttp.ClientSession | None = None
         self.clients: list[tuple[RefClient, PausableProxy]] = []
         self.blocks: list[dict[str, Any]] = []
@@ -108,7 +115,8 @@ class System:
 
     async def start(self) -> None:
         await reset_database(self.dsn)
-        self.node = await Node(self.dsn).start()
+        for _n in range(NODES):
+            self.nodes.append(await Node(self.dsn).start())
         self.http = aiohttp.ClientSession()
 
     async def stop(self) -> None:
@@ -117,29 +125,34 @@ class System:
             await proxy.close()
         if self.http is not None:
             await self.http.close()
-        if self.node is not None:
-            await self.node.stop()
+        for node in self.nodes:
+            await node.stop()
+
+    def node_of(self, proxy: PausableProxy) -> Node:
+        """The node the client behind ``proxy`` is (or was last) connected to."""
+        return next(node for node in self.nodes if node.port == proxy.target_port)
 
     # --- deliveries ---
 
-    async def post(self, body: dict[str, Any]) -> dict[str, Any]:
-        assert self.http is not None and self.node is not None
-        return await post(self.http, self.node, body)
+    async def post(self, body: dict[str, Any], node: int = 0) -> dict[str, Any]:
+        assert self.http is not None
+        return await post(self.http, self.nodes[node % len(self.nodes)], body)
 
-    async def new_block(self, caller: int, contract: int, events: list[EventSpec], padding: int = 0) -> int:
+    async def new_block(self, caller: int, contract: int, events: list[EventSpec], padding: int = 0,
+                        node: int = 0) -> int:
         number = len(self.blocks) + 1
         blk = block(number, caller, contract, events, padding=padding)
         self.blocks.append(blk)
         self.canonical.append(True)
-        await self.post(apply_payload(blk))
+        await self.post(apply_payload(blk), node)
         return number
 
     async def pushed(self) -> int:
-        """Wait until the tailer has pushed the whole log; the head."""
-        assert self.node is not None
+        """Wait until every node's tailer has pushed the whole log; the head."""
         head = await head_cursor(self.dsn)
-        hub = self.node.hub
-        await until(lambda: hub.cursor >= head, f"the hub to push up to {head}")
+        for number, node in enumerate(self.nodes):
+            hub = node.hub
+            await until(lambda hub=hub: hub.cursor >= head, f"node {number}'s hub to push up to {head}")
         return head
 
     # --- rest ---
@@ -168,12 +181,10 @@ class System:
                 await client.resume(from_resync=True)
 
     def _replays_over(self) -> bool:
-        assert self.node is not None
-        hub = self.node.hub
-        for client, _ in self.clients:
+        for client, proxy in self.clients:
             if not client.connected or client.conn is None:
                 continue
-            session = hub.sessions.get(client.conn.sio.get_sid("/"))
+            session = self.node_of(proxy).hub.sessions.get(client.conn.sio.get_sid("/"))
             if session is not None and (session.resyncing or any(not s.live for s in session.subscriptions.values())):
                 return False
         return True
@@ -212,11 +223,10 @@ class DeliveryModel(RuleBasedStateMachine):
     # --- clients and subscriptions ---
 
     @precondition(lambda self: len(self.system.clients) < MAX_CLIENTS)
-    @rule(batch=st.booleans())
-    def add_client(self, batch: bool) -> None:
+    @rule(batch=st.booleans(), node=NODE)
+    def add_client(self, batch: bool, node: int) -> None:
         async def go() -> None:
-            assert self.system.node is not None
-            proxy = await PausableProxy(self.system.node.port).start()
+            proxy = await PausableProxy(self.system.nodes[node % NODES].port).start()
             client = RefClient(f"c{len(self.system.clients)}", proxy.url, batch)
             self.system.clients.append((client, proxy))
             await client.connect()
@@ -252,17 +262,42 @@ class DeliveryModel(RuleBasedStateMachine):
 
         self.run(go())
 
+    @precondition(lambda self: "move_node" not in OFF and self.system.clients)
+    @rule(index=INDEX, cut=st.booleans(), from_resync=st.booleans(), events=st.none() | EVENTS)
+    def move_node(self, index: int, cut: bool, from_resync: bool, events: list[EventSpec] | None) -> None:
+        """Drop the connection and resume every subscription on the other node. With ``events``, a
+        delivery to the node it leaves comes just before, so the other node's hub may not have pushed
+        it yet when the resumed subscriptions ask for changes after it."""
+        client, proxy = self._client(index)
+        nodes = self.system.nodes
+        here = self.system.node_of(proxy)
+        other = nodes[(nodes.index(here) + 1) % len(nodes)]
+
+        async def go() -> None:
+            if events is not None:
+                await self.system.new_block(1, 0, events, node=nodes.index(here))
+            await client.drop(cut=proxy.cut if cut else None)
+            proxy.target_port = other.port
+            client.trace.append(f"move to node {nodes.index(other)} (its hub at {other.hub.cursor})")
+            behind = other.hub.cursor < max((s.own_cursor() or 0 for s in client.active_subs()), default=0)
+            await client.resume(from_resync=from_resync)
+            outcome.append(f"move_node: {'onto a hub behind the cursors' if behind else 'hub caught up'}")
+
+        outcome: list[str] = []
+        self.run(go())
+        event(outcome[0])
+
     # --- deliveries ---
 
-    @rule(caller=st.integers(0, 2), contract=st.integers(0, 1), events=EVENTS)
-    def deliver(self, caller: int, contract: int, events: list[EventSpec]) -> None:
-        self.run(self.system.new_block(caller, contract, events))
+    @rule(caller=st.integers(0, 2), contract=st.integers(0, 1), events=EVENTS, node=NODE)
+    def deliver(self, caller: int, contract: int, events: list[EventSpec], node: int) -> None:
+        self.run(self.system.new_block(caller, contract, events, node=node))
 
-    @rule(size=st.integers(8, 30), contract=st.integers(0, 1))
-    def burst(self, size: int, contract: int) -> None:
+    @rule(size=st.integers(8, 30), contract=st.integers(0, 1), node=NODE)
+    def burst(self, size: int, contract: int, node: int) -> None:
         """A block bigger than a replay batch and than a tailer run."""
         events = [EventSpec("print" if i % 3 else "ft", (contract + i) % 2, i % 3, (i + 1) % 3) for i in range(size)]
-        self.run(self.system.new_block(size % 3, contract, events))
+        self.run(self.system.new_block(size % 3, contract, events, node=node))
 
     @precondition(lambda self: any(self.system.canonical))
     @rule(which=INDEX)
@@ -298,7 +333,7 @@ class DeliveryModel(RuleBasedStateMachine):
 
         async def feed() -> None:
             for n in range(2 * rounds + 1):
-                await self.system.new_block(n % 3, n % 2, events * 3)
+                await self.system.new_block(n % 3, n % 2, events * 3, node=n)
                 await asyncio.sleep(0.01)
 
         async def go() -> None:
@@ -345,8 +380,8 @@ class DeliveryModel(RuleBasedStateMachine):
         system = self.system
 
         async def go() -> None:
-            assert system.node is not None and client.conn is not None
-            hub = system.node.hub
+            assert client.conn is not None
+            hub = system.node_of(proxy).hub
             sid = client.conn.sio.get_sid("/")
             proxy.pause()
             try:
