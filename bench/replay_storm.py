@@ -192,6 +192,8 @@ async def run(server: str, args: argparse.Namespace) -> dict[str, Any]:
             with_future = [c.done for c in connected]
             if with_future:
                 await asyncio.wait(with_future, timeout=remaining(deadline))
+            for client in connected:  # still replaying at the deadline (not our disconnect below)
+                client._finish("pending", f"at the deadline after {client.changes} changes")
         finally:
             await disconnect_all(clients)
 
