@@ -25,6 +25,8 @@ from aiohttp.test_utils import TestServer
 from timebank_realtime.app import create_app, migrate
 from timebank_realtime.settings import Settings
 
+from .processes import ServiceProcess
+
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "chainhook"
 WEBHOOK = "/api/webhooks/chainhook"
 
@@ -234,6 +236,34 @@ async def listener() -> AsyncIterator[Callable[..., Awaitable[Listener]]]:
 
     yield open_listener
     await asyncio.gather(*(item.close() for item in opened))
+
+
+StartService = Callable[..., Awaitable[ServiceProcess]]
+
+
+@pytest.fixture
+async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
+    """Starts ``timebank-realtime`` as OS processes with the given settings; stops each at the end."""
+    started: list[ServiceProcess] = []
+
+    async def start(**settings: str) -> ServiceProcess:
+        service = ServiceProcess(tmp_path / f"service-{len(started)}.log", **settings)
+        started.append(service)
+        await service.wait_ready()
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+async def fetch_int(dsn: str, query: str) -> int:
+    """One integer read on a connection of its own (not in any transaction of the test's)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
 
 
 async def eventually(check: Callable[[], bool], *, within: float = 10.0, interval: float = 0.05) -> None:

@@ -25,6 +25,7 @@ from timebank_realtime.realtime import RealtimeHub
 from .conftest import WEBHOOK, close_http, make_settings
 from .expected import BNS_A, FREDDIE, MONSTERS
 from .payloads import RECIPIENT, SENDER
+from .tcp_proxy import TcpProxy
 
 T = TypeVar("T")
 
@@ -173,80 +174,9 @@ async def post(http: aiohttp.ClientSession, node: Node, body: Mapping[str, Any])
         return answer
 
 
-class PausableProxy:
-    """A loopback proxy for one client: ``pause()`` stops passing the server's bytes on (the client
-    stops reading, and with small buffers the server backs up quickly), ``cut()`` aborts the
-    connections like a dropped network. ``target_port`` is the node the next connection reaches."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port  # read at each accept: retarget between connections only
-        self._server: asyncio.Server | None = None
-        self._transports: set[asyncio.BaseTransport] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-        self.port = 0
-
-    async def start(self) -> PausableProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def pause(self) -> None:
-        self._flowing.clear()
-
-    def resume(self) -> None:
-        self._flowing.set()
-
-    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        try:
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.target_port))
-            upstream_reader, upstream_writer = await asyncio.open_connection(sock=sock, limit=4096)
-        except OSError:
-            sock.close()
-            client_writer.close()
-            return
-        self._transports |= {client_writer.transport, upstream_writer.transport}
-        await asyncio.gather(self._pipe(client_reader, upstream_writer, None),
-                             self._pipe(upstream_reader, client_writer, self._flowing))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    gate: asyncio.Event | None) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError, RuntimeError):
-            while True:
-                if gate is not None:
-                    await gate.wait()
-                chunk = await reader.read(4096 if gate is not None else 65536)
-                if not chunk:
-                    break
-                writer.write(chunk)
-                await writer.drain()
-        writer.close()
-        self._transports.discard(writer.transport)
-
-    def cut(self) -> int:
-        cut = 0
-        for transport in list(self._transports):
-            transport.abort()
-            cut += 1
-        self._transports.clear()
-        return cut
-
-    async def close(self) -> None:
-        self.resume()
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self._server.wait_closed()
+async def pausable_proxy(target_port: int) -> TcpProxy:
+    """A proxy for one client, with small buffers so that a paused reader backs the server up quickly."""
+    return await TcpProxy(target_port, buffer_bytes=4096).start()
 
 
 # --- payloads ----------------------------------------------------------------------------------------

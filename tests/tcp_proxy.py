@@ -1,16 +1,23 @@
-"""A loopback TCP proxy whose connections a test can cut, as a network failure would."""
+"""A loopback TCP proxy a test controls as a network would fail: ``cut()`` aborts its connections
+(no close handshake), ``pause()`` stops passing the server's bytes on (a client that stops reading;
+with small buffers the server backs up quickly), and ``target_port`` is where the next connection
+goes (retarget between connections only)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 
 class TcpProxy:
-    def __init__(self, target_port: int) -> None:
-        self._target_port = target_port
+    def __init__(self, target_port: int, buffer_bytes: int = 65536) -> None:
+        self.target_port = target_port  # read at each accept
+        self._buffer_bytes = buffer_bytes
         self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._transports: set[asyncio.BaseTransport] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.port = 0
 
     async def start(self) -> TcpProxy:
@@ -22,34 +29,55 @@ class TcpProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._buffer_bytes)
+        sock.setblocking(False)
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.target_port))
+            upstream_reader, upstream_writer = await asyncio.open_connection(sock=sock, limit=self._buffer_bytes)
         except OSError:
+            sock.close()
             client_writer.close()
             return
-        self._writers |= {client_writer, upstream_writer}
-        await asyncio.gather(self._pipe(client_reader, upstream_writer), self._pipe(upstream_reader, client_writer))
+        self._transports |= {client_writer.transport, upstream_writer.transport}
+        await asyncio.gather(self._pipe(client_reader, upstream_writer, None),
+                             self._pipe(upstream_reader, client_writer, self._flowing))
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while chunk := await reader.read(65536):
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    gate: asyncio.Event | None) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, RuntimeError):
+            while True:
+                if gate is not None:
+                    await gate.wait()
+                chunk = await reader.read(self._buffer_bytes)
+                if not chunk:
+                    break
                 writer.write(chunk)
                 await writer.drain()
         writer.close()
-        self._writers.discard(writer)
+        self._transports.discard(writer.transport)
 
     def cut(self) -> int:
-        """Abort every open connection (no close handshake), like a dropped network."""
+        """Abort every open connection, like a dropped network; returns how many."""
         cut = 0
-        for writer in list(self._writers):
-            writer.transport.abort()
+        for transport in list(self._transports):
+            transport.abort()
             cut += 1
-        self._writers.clear()
+        self._transports.clear()
         return cut
 
     async def close(self) -> None:
+        self.resume()
         self.cut()
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._server.wait_closed()

@@ -23,7 +23,7 @@ from timebank_realtime.app import TAILER, create_app
 from timebank_realtime.normalize import normalize
 from timebank_realtime.payload import parse_payload
 
-from .conftest import eventually, load_fixture, make_settings, post_webhook, url_of
+from .conftest import eventually, fetch_int, load_fixture, make_settings, post_webhook, url_of
 from .payloads import synthetic_payload
 from .test_database_outage import NFT, OpenListener, OwnPostgres, own_postgres
 
@@ -71,11 +71,7 @@ class Postgres:
         self.dsn = dsn
 
     async def count(self, query: str) -> int:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            return int(await conn.fetchval(query))
-        finally:
-            await conn.close()
+        return await fetch_int(self.dsn, query)
 
 
 async def _waiting_backend(postgres: Postgres | OwnPostgres, blocker: asyncpg.Connection, point: str) -> int:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from timebank_realtime.app import create_app, migrate
 
-from .conftest import Listener, eventually, load_fixture, make_settings, post_webhook, start_embedded, url_of
+from .conftest import Listener, eventually, fetch_int, load_fixture, make_settings, post_webhook, start_embedded, url_of
 
 OpenListener = Callable[..., Awaitable[Listener]]
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
@@ -51,11 +51,7 @@ class OwnPostgres:
         await asyncio.to_thread(self.server.ensure_postgres_running)
 
     async def count(self, query: str) -> int:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            return int(await conn.fetchval(query))
-        finally:
-            await conn.close()
+        return await fetch_int(self.dsn, query)
 
 
 @pytest.fixture

@@ -51,18 +51,19 @@ from .model_harness import (
     EventSpec,
     LoopThread,
     Node,
-    PausableProxy,
     RefClient,
     apply_payload,
     block,
     check_client,
     head_cursor,
+    pausable_proxy,
     post,
     read_log,
     reset_database,
     rollback_payload,
     until,
 )
+from .tcp_proxy import TcpProxy
 
 EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "20"))
 STEPS = int(os.environ.get("MODEL_STEPS", "12"))
@@ -109,7 +110,7 @@ class System:
         self.dsn = dsn
         self.nodes: list[Node] = []
         self.http: aiohttp.ClientSession | None = None
-        self.clients: list[tuple[RefClient, PausableProxy]] = []
+        self.clients: list[tuple[RefClient, TcpProxy]] = []
         self.blocks: list[dict[str, Any]] = []
         self.canonical: list[bool] = []
 
@@ -128,7 +129,7 @@ class System:
         for node in self.nodes:
             await node.stop()
 
-    def node_of(self, proxy: PausableProxy) -> Node:
+    def node_of(self, proxy: TcpProxy) -> Node:
         """The node the client behind ``proxy`` is (or was last) connected to."""
         return next(node for node in self.nodes if node.port == proxy.target_port)
 
@@ -214,7 +215,7 @@ class DeliveryModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.run(self.system.stop())
 
-    def _client(self, index: int) -> tuple[RefClient, PausableProxy]:
+    def _client(self, index: int) -> tuple[RefClient, TcpProxy]:
         return self.system.clients[index % len(self.system.clients)]
 
     def _head(self) -> int:
@@ -226,7 +227,7 @@ class DeliveryModel(RuleBasedStateMachine):
     @rule(batch=st.booleans(), node=NODE)
     def add_client(self, batch: bool, node: int) -> None:
         async def go() -> None:
-            proxy = await PausableProxy(self.system.nodes[node % NODES].port).start()
+            proxy = await pausable_proxy(self.system.nodes[node % NODES].port)
             client = RefClient(f"c{len(self.system.clients)}", proxy.url, batch)
             self.system.clients.append((client, proxy))
             await client.connect()

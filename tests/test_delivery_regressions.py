@@ -14,12 +14,12 @@ from .model_harness import (
     WAIT,
     EventSpec,
     Node,
-    PausableProxy,
     RefClient,
     apply_payload,
     block,
     check_client,
     head_cursor,
+    pausable_proxy,
     post,
     read_log,
     reset_database,
@@ -94,7 +94,7 @@ async def test_a_held_change_is_not_lost_when_another_subscriptions_replay_sent_
     world = patient_world
     await world.deliver(_prints(299), padding=4000)  # 300 changes, about 1.2 MB: more than the buffers take
     await world.pushed()
-    proxy = await PausableProxy(world.node.port).start()
+    proxy = await pausable_proxy(world.node.port)
     client = RefClient("c0", proxy.url, batch=False)
     try:
         await client.connect()
@@ -123,7 +123,7 @@ async def test_resuming_from_a_resync_position_misses_nothing(world: World) -> N
     """Bug 1. A live firehose subscriber stops reading while deliveries stream; the server resyncs it
     while publishing a run of changes. The resync position is computed from the hub cursor, which
     already moved to the end of that run, so resuming from it loses the run's changes."""
-    proxy = await PausableProxy(world.node.port).start()
+    proxy = await pausable_proxy(world.node.port)
     client = RefClient("c0", proxy.url, batch=False)
     try:
         await client.connect()

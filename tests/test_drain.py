@@ -11,36 +11,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 
-from .conftest import WEBHOOK, Listener, load_fixture, post_webhook
+from .conftest import WEBHOOK, Listener, StartService, load_fixture, post_webhook
 from .payloads import nft_block
 from .processes import ServiceProcess
 
 OpenListener = Callable[..., Awaitable[Listener]]
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
-
-
-@pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ServiceProcess]]]:
-    started: list[ServiceProcess] = []
-
-    async def start(**settings: str) -> ServiceProcess:
-        node = ServiceProcess(tmp_path / f"service-{len(started)}.log", **settings)
-        started.append(node)
-        await node.wait_ready()
-        return node
-
-    yield start
-    for node in started:
-        node.stop()
 
 
 async def _fresh_get(url: str) -> tuple[int, Any]:
@@ -91,11 +74,11 @@ def _counting_reuse() -> tuple[aiohttp.TraceConfig, SimpleNamespace]:
 
 
 async def test_sigterm_drains_refuses_new_deliveries_and_finishes_the_one_in_flight(
-        service: Callable[..., Awaitable[ServiceProcess]], database_url: str, db: asyncpg.Connection,
+        start_service: StartService, database_url: str, db: asyncpg.Connection,
         listener: OpenListener) -> None:
     grace = 20.0
     # No minimum drain: the delivery in flight alone keeps the node listening.
-    node = await service(DATABASE_URL=database_url, SHUTDOWN_GRACE_SECONDS=str(grace), SHUTDOWN_DRAIN_SECONDS="0")
+    node = await start_service(DATABASE_URL=database_url, SHUTDOWN_GRACE_SECONDS=str(grace), SHUTDOWN_DRAIN_SECONDS="0")
     watcher = await listener(node.url)
     await watcher.subscribe({})
     trace, seen = _counting_reuse()
@@ -139,8 +122,8 @@ async def test_sigterm_drains_refuses_new_deliveries_and_finishes_the_one_in_fli
 
 
 async def test_the_node_keeps_answering_for_the_minimum_drain_and_a_second_signal_ends_it(
-        service: Callable[..., Awaitable[ServiceProcess]], database_url: str, db: asyncpg.Connection) -> None:
-    node = await service(DATABASE_URL=database_url, SHUTDOWN_DRAIN_SECONDS="1.5", SHUTDOWN_GRACE_SECONDS="60")
+        start_service: StartService, database_url: str, db: asyncpg.Connection) -> None:
+    node = await start_service(DATABASE_URL=database_url, SHUTDOWN_DRAIN_SECONDS="1.5", SHUTDOWN_GRACE_SECONDS="60")
     node.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     await _readyz_fails(node)
@@ -148,7 +131,7 @@ async def test_the_node_keeps_answering_for_the_minimum_drain_and_a_second_signa
     assert await asyncio.to_thread(node.process.wait, 30) == 0
     assert time.monotonic() - signalled >= 1.5  # still reachable (503) for the whole minimum drain
 
-    slow = await service(DATABASE_URL=database_url, SHUTDOWN_DRAIN_SECONDS="50", SHUTDOWN_GRACE_SECONDS="60")
+    slow = await start_service(DATABASE_URL=database_url, SHUTDOWN_DRAIN_SECONDS="50", SHUTDOWN_GRACE_SECONDS="60")
     slow.process.send_signal(signal.SIGTERM)
     await _readyz_fails(slow)
     slow.process.send_signal(signal.SIGTERM)  # an operator who does not want to wait

@@ -6,45 +6,28 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import asyncpg
-import pytest
 
-from .conftest import Listener, eventually, load_fixture, post_webhook, settle
+from .conftest import Listener, StartService, eventually, load_fixture, post_webhook, settle
 from .expected import MONSTERS
 from .payloads import nft_block, synthetic_payload
 from .processes import ServiceProcess, service_env
 
 OpenListener = Callable[..., Awaitable[Listener]]
-Start = Callable[..., Awaitable[ServiceProcess]]
 
 
-@pytest.fixture
-async def start_service(tmp_path: Path) -> AsyncIterator[Start]:
-    started: list[ServiceProcess] = []
-
-    async def start(**settings: str) -> ServiceProcess:
-        service = ServiceProcess(tmp_path / f"service-{len(started)}.log", **settings)
-        started.append(service)
-        await service.wait_ready()
-        return service
-
-    yield start
-    for service in started:
-        service.stop()
-
-
-async def two_nodes(start_service: Start, database_url: str) -> tuple[ServiceProcess, ServiceProcess]:
+async def two_nodes(start_service: StartService, database_url: str) -> tuple[ServiceProcess, ServiceProcess]:
     node_a, node_b = await asyncio.gather(start_service(DATABASE_URL=database_url),
                                           start_service(DATABASE_URL=database_url))
     return node_a, node_b
 
 
 async def test_two_processes_on_one_database_both_deliver(
-        start_service: Start, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
+        start_service: StartService, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
         listener: OpenListener) -> None:
     node_a, node_b = await two_nodes(start_service, database_url)
     on_a = await listener(node_a.url)
@@ -71,7 +54,7 @@ async def test_two_processes_on_one_database_both_deliver(
 
 
 async def test_a_node_killed_right_after_commit_loses_nothing(
-        start_service: Start, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
+        start_service: StartService, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
         listener: OpenListener) -> None:
     node_a, node_b = await two_nodes(start_service, database_url)
     survivor = await listener(node_b.url)
@@ -84,7 +67,7 @@ async def test_a_node_killed_right_after_commit_loses_nothing(
     assert survivor.cursors == [1, 2, 3, 4, 5]
 
 
-async def test_zero_config_default_starts_embedded_postgres(start_service: Start, tmp_path: Path,
+async def test_zero_config_default_starts_embedded_postgres(start_service: StartService, tmp_path: Path,
                                                             http: aiohttp.ClientSession,
                                                             listener: OpenListener) -> None:
     data_dir = tmp_path / "data"
@@ -124,7 +107,7 @@ def test_invalid_configuration_is_reported(tmp_path: Path) -> None:
 
 
 async def test_sigterm_mid_delivery_stores_it_whole_or_not_and_the_retry_converges(
-        start_service: Start, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
+        start_service: StartService, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
         listener: OpenListener) -> None:
     node = await start_service(DATABASE_URL=database_url, SHUTDOWN_GRACE_SECONDS="30")
     watcher = await listener(node.url)
@@ -156,7 +139,7 @@ async def test_sigterm_mid_delivery_stores_it_whole_or_not_and_the_retry_converg
 
 
 async def test_clients_of_a_dead_node_resume_on_another_with_their_cursor(
-        start_service: Start, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
+        start_service: StartService, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
         listener: OpenListener) -> None:
     node_a, node_b = await two_nodes(start_service, database_url)
     on_a = await listener(node_a.url)
