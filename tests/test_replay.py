@@ -187,6 +187,11 @@ class StalledReader:
             elif stop_at_eose and text.startswith('42["chainhook:eose"'):
                 return None  # the replay ended: there will be no resync
 
+    async def subscribe_more(self, subscription: str) -> None:
+        """Send another subscribe; its ack is not read, like everything else now."""
+        assert self.ws is not None
+        await self.ws.send_str(f'421["subscribe",{subscription}]')
+
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
@@ -257,6 +262,63 @@ async def test_a_replay_to_a_reader_that_stopped_waits_for_it_then_resyncs(
         assert 0 < most_queued <= 200
         resync = await stalled.drain_for_resync(stop_at_eose=True)
         assert resync is not None and 0 <= resync["cursor"] < total
+    finally:
+        await stalled.close()
+
+
+async def stalled_replay(serve: Serve, http: aiohttp.ClientSession,
+                         db: asyncpg.Connection) -> tuple[TestServer, StalledReader, Any]:
+    """A socket whose replay from 0 waits for a reader that takes nothing (for up to a minute)."""
+    server = await serve(slow_consumer_backlog=200, replay_batch_size=100, socket_ping_timeout_seconds=60,
+                         socket_ping_interval_seconds=25)
+    for block in range(4):  # 12 MB: more than the kernel's socket buffers take on loopback
+        status, _ = await post_webhook(http, url_of(server), synthetic_payload(7000 + block, 1000, padding=3000))
+        assert status == 200
+    total = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+    await eventually(lambda: server.app[HUB].cursor == total, within=30)
+    stalled = StalledReader(batch=True, subscription='{"since":0}')
+    await stalled.open(url_of(server))
+    hub = server.app[HUB]
+    session = next(iter(hub.sessions.values()))
+    await eventually(lambda: hub._queued(session) >= 100, within=30)  # the replay now waits for room
+    return server, stalled, session
+
+
+async def test_live_changes_held_for_a_waiting_replay_are_bounded(
+        serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    """Live changes for a subscription whose replay is waiting are held for it, up to four times the
+    slow-consumer limit; past that the socket is resynced at once. Nothing bounded them before: the
+    held changes grew with every delivery until the replay's next batch."""
+    server, stalled, session = await stalled_replay(serve, http, db)
+    try:
+        for block in range(4):
+            status, _ = await post_webhook(http, url_of(server), synthetic_payload(7100 + block, 300))
+            assert status == 200
+            head = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+            await eventually(lambda head=head: server.app[HUB].cursor == head, within=30)
+            assert len(session.held) <= 4 * 200
+        assert session.resyncing  # 1200 live changes for it: the fourth delivery went past 800
+        resync = await stalled.drain_for_resync(stop_at_eose=True)
+        assert resync is not None and "replay fell too far behind" in resync["reason"]
+        # Where the replay had got to: resuming from there misses nothing.
+        assert resync["cursor"] == stalled.cursors[-1] < 4000
+        assert stalled.cursors == list(range(1, resync["cursor"] + 1))
+    finally:
+        await stalled.close()
+
+
+async def test_a_live_only_subscription_goes_live_while_another_replay_waits(
+        serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    """A subscription with nothing to replay goes live (its eose queued) at once, also while another
+    replay of the socket waits for the reader. It once waited for that replay's next batch."""
+    _, stalled, session = await stalled_replay(serve, http, db)
+    try:
+        await stalled.subscribe_more('{"contract":"SP000000000000000000002Q6VF78.nothing"}')
+        await eventually(lambda: len(session.subscriptions) == 2, within=10)
+        newest = max(session.subscriptions.values(), key=lambda s: int(s.id.split("-")[1]))
+        await eventually(lambda: newest.live, within=5)
+        assert not session.resyncing
+        assert [s.live for s in session.subscriptions.values()].count(False) == 1  # the replay still waits
     finally:
         await stalled.close()
 

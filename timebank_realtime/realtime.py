@@ -203,7 +203,7 @@ class RealtimeHub:
 
     async def _on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
         session = self.sessions.get(sid)
-        if session is None:
+        if session is None or not self._open(session):
             return _error("not_connected", "this connection is closing")
         if not session.bucket.take(time.monotonic()):
             return _error("rate_limited", f"at most {self._settings.subscribe_rate_per_second:g} "
@@ -218,7 +218,7 @@ class RealtimeHub:
             refusal = await self._check_not_in_future(request.since)
             if refusal is not None:
                 return refusal
-            if sid not in self.sessions:
+            if not self._open(session):
                 return _error("not_connected", "this connection is closing")
         # Checked after the only await, so that concurrent subscribe calls cannot pass it together.
         limit = self._settings.max_subscriptions_per_connection
@@ -242,9 +242,13 @@ class RealtimeHub:
         upto = self.cursor
         floor = upto if since is None else since
         sub_id = self.registry.add(session.sid, request_filter)
-        session.subscriptions[sub_id] = Subscription(id=sub_id, filter=request_filter, floor=floor, upto=upto,
-                                                     position=floor, last_tagged=max(floor, upto))
-        if not session.replay_running:
+        subscription = session.subscriptions[sub_id] = Subscription(
+            id=sub_id, filter=request_filter, floor=floor, upto=upto, position=floor, last_tagged=max(floor, upto))
+        if subscription.replay_done:
+            # Nothing to read: it goes live right after its ack, not after a batch of the socket's
+            # other replays, which may be waiting for the reader or for a database slot.
+            self._spawn(self._go_live(session, subscription))
+        elif not session.replay_running:
             session.replay_running = True
             self._spawn(self._replay(session))
         return {"ok": True, "id": sub_id, "cursor": max(floor, upto), "filter": request_filter.describe()}
@@ -263,6 +267,12 @@ class RealtimeHub:
 
     def _open(self, session: Session) -> bool:
         return not session.resyncing and self.sessions.get(session.sid) is session
+
+    async def _go_live(self, session: Session, subscription: Subscription) -> None:
+        # A task of its own only so that it runs after the ack is queued, like a replay's handoff.
+        if self._open(session) and session.subscriptions.get(subscription.id) is subscription \
+                and not subscription.live:
+            self._hand_off(session, subscription)
 
     async def _replay(self, session: Session) -> None:
         """The socket's one replay: reads the log for its replaying subscriptions together, so that a
@@ -437,11 +447,17 @@ class RealtimeHub:
                 earlier = wanted.get(sid)
                 # A socket's subscriptions are OR-ed: each change goes to it once, in order.
                 wanted[sid] = taken if earlier is None else sorted(set(earlier).union(taken))
+        hold_limit = SLOW_CONSUMER_HARD_FACTOR * self._settings.slow_consumer_backlog
         for sid, owners in pending.items():
-            sent = set(wanted.get(sid, ()))
-            for i in sorted(owners):
-                if i not in sent:
-                    self.sessions[sid].hold(records[i], owners[i])
+            session, sent = self.sessions[sid], set(wanted.get(sid, ()))
+            fresh = [i for i in sorted(owners) if i not in sent]
+            # Nothing else bounds what is held: a replay waiting for its reader or for a database slot
+            # does not take it, and the socket's queue does not show it.
+            if len(session.held) + len(fresh) > hold_limit:
+                self._resync(session, reason="its replay fell too far behind the live changes")
+                continue
+            for i in fresh:
+                session.hold(records[i], owners[i])
         return wanted
 
     # --- sending -------------------------------------------------------------------------------------
