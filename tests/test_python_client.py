@@ -158,3 +158,34 @@ async def test_overlapping_replays_reach_both_subscriptions(serve: Serve, http: 
         await asyncio.sleep(0.3)
         assert everything.cursors == list(range(1, total + 1))
         assert monsters.cursors == expected
+
+
+async def test_a_connection_lost_while_resubscribing_is_retried(
+        serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    """The connection drops while the client is still resubscribing after a reconnect. The subscribe
+    call then fails with a Socket.IO error (not a connection error), which once ended the client's
+    supervisor: no reconnect ever again, a feed stopped for good."""
+    server = await serve(subscribe_rate_per_second=1)  # one subscribe a second: resubscribing takes a while
+    proxy = await TcpProxy(server.port).start()  # type: ignore[arg-type]
+    first, second = Recorder(), Recorder()
+    client = TimebankClient(proxy.url, backoff_initial=0.05, backoff_max=0.2)
+    try:
+        await client.start()
+        one = await client.subscribe({"contract": MONSTERS}, first, since=0)
+        await asyncio.sleep(1.1)
+        await client.subscribe({}, second, since=0)
+        assert proxy.cut() > 0
+        # Reconnected and the first subscription acked; the second is refused (rate_limited) and waits
+        # a second before it asks again. Drop the connection in that second.
+        await eventually(lambda: client.connections == 2 and one.server_id is not None, within=10)
+        assert proxy.cut() > 0
+        # At once when the client sees the link gone before it asks again; a subscribe already on its
+        # way when the link dropped waits out its 10 s ack timeout first.
+        await eventually(lambda: client.connections >= 3, within=25)
+        await deliver_blocks(http, url_of(server), range(2), pause=0)
+        await eventually(lambda: len(second.changes) == 10 and len(first.changes) == 8, within=20)
+        assert first.cursors == await matching_cursors(db, "contract_id = $1", MONSTERS)
+        assert second.cursors == list(range(1, 11))
+    finally:
+        await client.close()
+        await proxy.close()

@@ -145,8 +145,13 @@ class TimebankClient:
                 await self._connect()
                 failures = 0
                 await self._disconnected.wait()
-            except (socketio.exceptions.ConnectionError, OSError, TimeoutError) as error:
-                logger.info("timebank: connection failed (%s)", error)
+            # A link lost while resubscribing fails the subscribe call with a Socket.IO error
+            # (BadNamespaceError, its TimeoutError), not a connection error: reconnect all the same.
+            except (socketio.exceptions.SocketIOError, OSError, TimeoutError) as error:
+                logger.info("timebank: connection failed (%s: %s)", type(error).__name__, error)
+            except Exception:
+                # Stopping here would stop the feed for good: log it and reconnect.
+                logger.exception("timebank: unexpected error on the connection; reconnecting")
             finally:
                 self._connected.clear()
                 await self._drop_client()
