@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from timebank_realtime.app import HUB
 
-from .conftest import load_fixture, post_webhook, url_of
+from .conftest import eventually, load_fixture, post_webhook, url_of
 from .expected import MONSTERS
 from .payloads import nft_block
 
@@ -131,3 +131,50 @@ async def test_browser_helper_routes_messages_for_several_subscriptions(
     assert process.returncode == 0, (lines[-5:], err.decode())
     assert [line["cursor"] for line in lines if line.get("sub") == "a"] == list(range(1, total + 1))
     assert [line["cursor"] for line in lines if line.get("sub") == "b"] == monsters
+
+
+async def test_browser_helper_asks_again_when_a_resubscription_is_refused_for_now(
+        serve: Any, http: aiohttp.ClientSession, db: asyncpg.Connection, tmp_path: Path) -> None:
+    """After a reconnect the helper resubscribes everything at once; over the subscribe rate the
+    server answers rate_limited, and the helper asks again a second later. It once reported the
+    refusal and left that subscription silent for the rest of the connection."""
+    assert NODE is not None
+    server = await serve(subscribe_rate_per_second=1)
+    async with http.get(url_of(server) + "/client/timebank-realtime.js") as response:
+        helper = tmp_path / "timebank-realtime.mjs"
+        helper.write_bytes(await response.read())
+    for number in range(2):
+        await post_webhook(http, url_of(server), nft_block(number))
+    process = await asyncio.create_subprocess_exec(
+        NODE, str(JS_DIR / "resubscribe.mjs"), str(helper), url_of(server), MONSTERS, "15", "12",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=JS_DIR)
+    assert process.stdout is not None
+    lines: list[dict[str, Any]] = []
+
+    async def read_until(key: str) -> None:
+        while not lines or key not in lines[-1]:
+            line = await asyncio.wait_for(process.stdout.readline(), 20)  # type: ignore[union-attr]
+            assert line, (lines[-5:], key)
+            lines.append(json.loads(line))
+
+    try:
+        await read_until("subscribed")
+        hub = server.app[HUB]
+        await eventually(lambda: sum(len(s.subscriptions) for s in hub.sessions.values()) == 2)
+        for sid in list(hub.sessions):
+            await hub.sio.disconnect(sid)
+        await read_until("resubscribed")
+        await post_webhook(http, url_of(server), nft_block(2))
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    lines += [json.loads(line) for line in out.decode().splitlines()]
+    assert process.returncode == 0, (lines[-5:], err.decode())
+    assert [line for line in lines if "error" in line] == []
+    monsters = [r["cursor"] for r in await db.fetch(
+        'SELECT c."cursor" FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id '
+        "WHERE e.contract_id = $1 ORDER BY 1", MONSTERS)]
+    assert [line["cursor"] for line in lines if line.get("sub") == "all"] == list(range(1, 16))
+    assert [line["cursor"] for line in lines if line.get("sub") == "contract"] == monsters

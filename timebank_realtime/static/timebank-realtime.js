@@ -119,14 +119,25 @@ export function createTimebankClient({
     if (sub) goLive(sub); else earlyEose.add(id);
   });
   socket.on("chainhook:heartbeat", (beat) => onHeartbeat && onHeartbeat(beat));
+  // Refusals that pass: asked again a second later (up to 5 times), as the Python client does. Left
+  // alone, a subscription refused on reconnect (say the 11th, over the subscribe rate) stays silent.
+  const RETRYABLE = new Set(["rate_limited", "unavailable", "not_connected"]);
+  let link = 0; // which connection this is: a retry left from an older one stops
+  async function resubscribe(sub, mine) {
+    for (let attempt = 1; mine === link && subscriptions.includes(sub); attempt++) {
+      try { await send(sub); return; } catch (error) {
+        if (!RETRYABLE.has(error.code) || attempt === 5) { onError(error); return; }
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+  }
   socket.on("connect", async () => {
+    const mine = ++link;
     failures = 0; unclaimed.clear(); earlyEose.clear();
     // Forget the old connection for every subscription first: one still marked live (or still
     // holding an old server id) would take changes meant for the others while they resubscribe.
     for (const sub of subscriptions) { sub.serverId = null; sub.ackCursor = null; sub.live = false; sub.buffer = []; }
-    for (const sub of [...subscriptions]) {
-      try { await send(sub); } catch (error) { onError(error); }
-    }
+    for (const sub of [...subscriptions]) await resubscribe(sub, mine);
   });
   // socket.io-client reconnects by itself after network failures, but not after the server closed
   // the connection (a resync, an expired token): reconnect then too, with backoff and jitter.
