@@ -18,6 +18,7 @@ from timebank_realtime.app import HUB
 from .conftest import Listener, Serve, eventually, load_fixture, post_webhook, settle, url_of
 from .expected import FREDDIE, MONSTERS
 from .payloads import synthetic_payload
+from .tcp_proxy import TcpProxy
 
 OpenListener = Callable[..., Awaitable[Listener]]
 ARKADIKO = "v1-stacks-print-event-arkadiko-mainnet-2023.json"
@@ -266,9 +267,10 @@ async def test_a_replay_to_a_reader_that_stopped_waits_for_it_then_resyncs(
         await stalled.close()
 
 
-async def stalled_replay(serve: Serve, http: aiohttp.ClientSession,
-                         db: asyncpg.Connection) -> tuple[TestServer, StalledReader, Any]:
-    """A socket whose replay from 0 waits for a reader that takes nothing (for up to a minute)."""
+async def stalled_replay(serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection,
+                         proxy: TcpProxy | None = None) -> tuple[TestServer, StalledReader, Any]:
+    """A socket whose replay from 0 waits for a reader that takes nothing (for up to a minute);
+    through ``proxy`` (retargeted to the server) if one is given."""
     server = await serve(slow_consumer_backlog=200, replay_batch_size=100, socket_ping_timeout_seconds=60,
                          socket_ping_interval_seconds=25)
     for block in range(4):  # 12 MB: more than the kernel's socket buffers take on loopback
@@ -277,7 +279,9 @@ async def stalled_replay(serve: Serve, http: aiohttp.ClientSession,
     total = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
     await eventually(lambda: server.app[HUB].cursor == total, within=30)
     stalled = StalledReader(batch=True, subscription='{"since":0}')
-    await stalled.open(url_of(server))
+    if proxy is not None:
+        proxy.target_port = server.port  # type: ignore[assignment]
+    await stalled.open(proxy.url if proxy is not None else url_of(server))
     hub = server.app[HUB]
     session = next(iter(hub.sessions.values()))
     await eventually(lambda: hub._queued(session) >= 100, within=30)  # the replay now waits for room
@@ -305,6 +309,28 @@ async def test_live_changes_held_for_a_waiting_replay_are_bounded(
         assert stalled.cursors == list(range(1, resync["cursor"] + 1))
     finally:
         await stalled.close()
+
+
+async def test_a_replay_waiting_for_a_reader_that_is_gone_ends_quietly(
+        serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The link of a socket whose replay waits for room drops: the replay stops and nobody is called a
+    slow consumer. (A replay that outlives its socket, say behind a slow read, once logged and
+    counted a resync of a socket long gone; a probe saw it 2-11 s after the disconnect.)"""
+    proxy = await TcpProxy(0, buffer_bytes=4096).start()
+    try:
+        server, stalled, session = await stalled_replay(serve, http, db, proxy)
+        hub = server.app[HUB]
+        assert session.replay_running
+        assert proxy.cut() > 0
+        await eventually(lambda: session.sid not in hub.sessions, within=10)
+        await eventually(lambda: not session.replay_running, within=2)
+        await settle(0.3)
+        assert not session.resyncing
+        assert not [r for r in caplog.records if "slow consumer" in r.getMessage()]
+        await stalled.close()
+    finally:
+        await proxy.close()
 
 
 async def test_a_live_only_subscription_goes_live_while_another_replay_waits(

@@ -349,7 +349,7 @@ class RealtimeHub:
         limit = self._settings.slow_consumer_backlog
         deadline = time.monotonic() + self._settings.socket_ping_timeout_seconds
         while self._queued(session) + messages > limit:
-            if time.monotonic() > deadline or session.resyncing:
+            if time.monotonic() > deadline or not self._open(session):
                 return False
             await asyncio.sleep(0.01)
         return True
@@ -556,8 +556,8 @@ class RealtimeHub:
 
     def _resync(self, session: Session, *, reason: str) -> None:
         """Stop sending, tell the client where to resume each subscription, and disconnect it."""
-        if session.resyncing:
-            return
+        if not self._open(session):
+            return  # already told, or gone: a replay that outlived its socket tells nobody
         session.resyncing = True
         self._metrics.slow_consumers.inc()
         positions = session.resume_positions(self.published)
