@@ -108,20 +108,30 @@ async def test_browser_helper_sees_every_change_once_across_server_disconnects(
     assert sum(1 for line in lines if line["kind"] == "connected") >= 3  # it came back after disconnects
 
 
+async def served_helper(http: aiohttp.ClientSession, url: str, tmp_path: Path) -> Path:
+    """The browser helper as the server serves it, saved where Node can import it."""
+    async with http.get(url + "/client/timebank-realtime.js") as response:
+        helper = tmp_path / "timebank-realtime.mjs"
+        helper.write_bytes(await response.read())
+    return helper
+
+
+async def monsters_cursors(db: asyncpg.Connection) -> list[int]:
+    rows = await db.fetch('SELECT c."cursor" FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id '
+                          "WHERE e.contract_id = $1 ORDER BY 1", MONSTERS)
+    return [r["cursor"] for r in rows]
+
+
 async def test_browser_helper_routes_messages_for_several_subscriptions(
         serve: Any, http: aiohttp.ClientSession, db: asyncpg.Connection, tmp_path: Path) -> None:
     """Two overlapping replays on one socket share their messages (``subscriptions`` names both)."""
     assert NODE is not None
     server = await serve(replay_batch_size=10)
-    async with http.get(url_of(server) + "/client/timebank-realtime.js") as response:
-        helper = tmp_path / "timebank-realtime.mjs"
-        helper.write_bytes(await response.read())
+    helper = await served_helper(http, url_of(server), tmp_path)
     for number in range(20):
         await post_webhook(http, url_of(server), nft_block(number))
     total = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
-    monsters = [r["cursor"] for r in await db.fetch(
-        'SELECT c."cursor" FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id '
-        "WHERE e.contract_id = $1 ORDER BY 1", MONSTERS)]
+    monsters = await monsters_cursors(db)
     process = await asyncio.create_subprocess_exec(
         NODE, str(JS_DIR / "two-subscriptions.mjs"), str(helper), url_of(server), json.dumps({}),
         json.dumps({"contract": MONSTERS}), str(total), str(len(monsters)),
@@ -140,9 +150,7 @@ async def test_browser_helper_asks_again_when_a_resubscription_is_refused_for_no
     refusal and left that subscription silent for the rest of the connection."""
     assert NODE is not None
     server = await serve(subscribe_rate_per_second=1)
-    async with http.get(url_of(server) + "/client/timebank-realtime.js") as response:
-        helper = tmp_path / "timebank-realtime.mjs"
-        helper.write_bytes(await response.read())
+    helper = await served_helper(http, url_of(server), tmp_path)
     for number in range(2):
         await post_webhook(http, url_of(server), nft_block(number))
     process = await asyncio.create_subprocess_exec(
@@ -173,8 +181,6 @@ async def test_browser_helper_asks_again_when_a_resubscription_is_refused_for_no
     lines += [json.loads(line) for line in out.decode().splitlines()]
     assert process.returncode == 0, (lines[-5:], err.decode())
     assert [line for line in lines if "error" in line] == []
-    monsters = [r["cursor"] for r in await db.fetch(
-        'SELECT c."cursor" FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id '
-        "WHERE e.contract_id = $1 ORDER BY 1", MONSTERS)]
+    monsters = await monsters_cursors(db)
     assert [line["cursor"] for line in lines if line.get("sub") == "all"] == list(range(1, 16))
     assert [line["cursor"] for line in lines if line.get("sub") == "contract"] == monsters
