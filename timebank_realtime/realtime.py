@@ -203,7 +203,7 @@ class RealtimeHub:
 
     async def _on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
         session = self.sessions.get(sid)
-        if session is None or not self._open(session):
+        if session is None or session.resyncing:
             return _error("not_connected", "this connection is closing")
         if not session.bucket.take(time.monotonic()):
             return _error("rate_limited", f"at most {self._settings.subscribe_rate_per_second:g} "
