@@ -40,10 +40,10 @@ from typing import Any
 import synthetic
 from _harness import ROOT, Server, fresh_database, node_peer, ours, peer, python_peer, rss_kb, server_dsn, write_results
 
-from timebank_realtime.messages import event_message
 from timebank_realtime.normalize import normalize
 from timebank_realtime.payload import parse_payload
-from timebank_realtime.subscriptions import parse_filter
+from timebank_realtime.realtime.messages import event_message
+from timebank_realtime.realtime.subscriptions import parse_filter
 
 RESULTS = ROOT / "bench" / "results" / "fanout.json"
 LOADCLIENT = ROOT / "bench" / "loadclient.mjs"

@@ -21,10 +21,10 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .migrations import load_migrations
 from .openapi import openapi_document
-from .realtime import RealtimeHub
+from .realtime.hub import RealtimeHub
 from .settings import Settings
 from .store import EventStore, apply_migrations, create_pool
-from .tailer import Tailer
+from .tailer import Pushed, Tailer
 from .webhook import make_webhook_handler
 
 logger = logging.getLogger(__name__)
@@ -109,8 +109,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _tailer(app: web.Application) -> AsyncIterator[None]:
     settings, hub, store = app[SETTINGS], app[HUB], app[STORE]
     # Live subscribers start from "now": the log's head when this process starts.
-    hub.bind(store, head=await store.last_cursor(), tip=await store.chain_tip())
-    tailer = Tailer(store, app[DSN], hub.publish, start_cursor=hub.cursor,
+    pushed = Pushed(cursor=await store.last_cursor(), tip=await store.chain_tip())
+    hub.bind(store, pushed)
+    tailer = Tailer(store, app[DSN], hub.publish, pushed,
                     poll_seconds=settings.tailer_poll_seconds, batch_size=settings.tailer_batch_size,
                     connect_timeout=settings.db_connect_timeout_seconds)
     app[TAILER] = tailer

@@ -13,7 +13,7 @@ from typing import Any
 
 import jwt
 
-from .errors import CodedError
+from ..errors import CodedError
 from .subscriptions import FIELDS, Filter, FilterError, parse_filter
 
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CodedError
-from .normalize import EVENT_TYPES
-from .principals import InvalidPrincipal, validate_contract_id, validate_principal
+from ..errors import CodedError
+from ..normalize import EVENT_TYPES
+from ..principals import InvalidPrincipal, validate_contract_id, validate_principal
 
 DEFAULT_MAX_VALUES = 100
 MAX_CURSOR = 2**63 - 1
