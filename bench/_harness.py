@@ -1,7 +1,8 @@
-"""What the benchmarks share: where their database is, the application on a loopback port, results."""
+"""What the benchmarks share: the command line, where their database is, the application on a loopback port, results."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -28,6 +29,11 @@ from timebank_realtime.embedded_db import start_embedded_postgres
 from timebank_realtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def command_line(doc: str | None) -> argparse.ArgumentParser:
+    """A script's parser; its --help is the script's docstring as written (how to run it, what it measures)."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 @asynccontextmanager
