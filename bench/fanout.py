@@ -38,7 +38,19 @@ from pathlib import Path
 from typing import Any
 
 import synthetic
-from _harness import ROOT, Server, fresh_database, node_peer, ours, peer, python_peer, rss_kb, server_dsn, write_results
+from _harness import (
+    ROOT,
+    Server,
+    command_line,
+    fresh_database,
+    node_peer,
+    ours,
+    peer,
+    python_peer,
+    rss_kb,
+    server_dsn,
+    write_results,
+)
 
 from timebank_realtime.normalize import normalize
 from timebank_realtime.payload import parse_payload
@@ -270,7 +282,7 @@ def print_table(figures: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--phases", nargs="+", default=["burst", "mixed", "paced", "idle"],
                         choices=["burst", "mixed", "paced", "idle"])
     parser.add_argument("--targets", nargs="+", default=TARGETS, choices=TARGETS)
