@@ -18,12 +18,12 @@ import asyncpg
 from aiohttp import web
 
 # Run as files (``python bench/fanout.py``), the scripts have bench/ on the path but not the checkout's root:
-# put it first, for what they share with the tests (timebank_dev), and so that timebank_realtime here is the
-# checkout's, as in the ``python -m timebank_realtime serve`` that ``ours`` starts from the root.
+# put it first, for what they share with the tests (tests/processes.py), and so that timebank_realtime here is
+# the checkout's, as in the ``python -m timebank_realtime serve`` that ``ours`` starts from the root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timebank_dev.processes import SERVE, environment, free_port
-from timebank_dev.processes import ServerProcess as Server
+from tests.processes import SERVE, environment, free_port
+from tests.processes import ServerProcess as Server
 from timebank_realtime.app import create_app
 from timebank_realtime.embedded_db import start_embedded_postgres
 from timebank_realtime.settings import Settings
