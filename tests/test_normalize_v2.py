@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from timebank_realtime.normalize import EventRow, normalize
+from timebank_realtime.events import EventRow
+from timebank_realtime.normalize import normalize
 from timebank_realtime.payload import V2Payload, parse_payload
 
 from .conftest import load_fixture

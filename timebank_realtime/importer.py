@@ -16,7 +16,8 @@ from pathlib import Path
 
 from . import jsoncodec
 from .errors import PayloadError
-from .normalize import Delivery, normalize
+from .events import Delivery
+from .normalize import normalize
 from .payload import parse_payload
 from .store import EventStore
 

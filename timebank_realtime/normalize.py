@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .clarity import ClarityDecodeError, decode_hex
 from .errors import PayloadError
+from .events import Delivery, EventRow
 from .payload import AssetIdentifier as _AssetIdentifier
 from .payload import LoosePrincipal as _LoosePrincipal
 from .payload import (
@@ -32,62 +33,8 @@ from .payload import (
 from .payload import Principal as _Principal
 from .principals import is_principal
 
-EVENT_TYPES = (
-    "print_event",
-    "stx_transfer_event",
-    "stx_mint_event",
-    "stx_burn_event",
-    "stx_lock_event",
-    "ft_transfer_event",
-    "ft_mint_event",
-    "ft_burn_event",
-    "nft_transfer_event",
-    "nft_mint_event",
-    "nft_burn_event",
-    "data_var_set_event",
-    "data_map_insert_event",
-    "data_map_update_event",
-    "data_map_delete_event",
-    "contract_call",
-    "contract_deployment",
-)
-
 # Transaction rows have no event of their own; -1 keeps them apart from real event positions.
 TRANSACTION_ROW_INDEX = -1
-
-Format = Literal["v1", "v2"]
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    tx_hash: str
-    block_height: int
-    block_hash: str
-    tx_index: int
-    event_index: int
-    contract_id: str
-    event_type: str
-    event_data: dict[str, Any]
-    affected_addresses: tuple[str, ...]
-    success: bool
-    timestamp: datetime
-
-    @property
-    def natural_key(self) -> tuple[str, str, int]:
-        return (self.block_hash, self.tx_hash, self.event_index)
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What one webhook asks of the store: roll these blocks back, then apply these rows."""
-
-    format: Format
-    chainhook_uuid: str
-    rollback_block_hashes: tuple[str, ...]
-    events: tuple[EventRow, ...]
-    apply_blocks: int
-    skipped_events: int
-    tip_height: int | None
 
 
 def normalize(payload: Payload) -> Delivery:

@@ -24,8 +24,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from . import jsoncodec
 from .errors import DatabaseUnavailable, MigrationError
+from .events import EVENT_COLUMNS, Delivery, EventRow
 from .migrations import Migration
-from .normalize import Delivery, EventRow
 from .queries import EventQuery
 from .streaming import StreamSummary
 
@@ -231,8 +231,7 @@ FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::int[], $6::text
 RETURNING id, last_cursor
 """
 
-_COPY_COLUMNS = ("tx_hash", "block_height", "block_hash", "tx_index", "event_index", "contract_id", "event_type",
-                 "event_data", "affected_addresses", "success", "timestamp", "last_cursor", "source_format")
+_COPY_COLUMNS = (*EVENT_COLUMNS, "last_cursor", "source_format")
 
 # After the rows of an append were COPYed with cursors head+1..last: log them, move the cursor, record
 # the delivery and notify, in one statement (the rows are the only ones with a cursor in that range).
@@ -275,14 +274,17 @@ FROM unnest($2::bigint[], $3::text[]) WITH ORDINALITY AS u(event_id, change, ord
 """
 
 
-_CHANGES_SQL = """
-SELECT c."cursor", c.change, c.committed_at, e.id, e.tx_hash, e.block_height, e.block_hash, e.tx_index,
-       e.event_index, e.contract_id, e.event_type, e.event_data, e.affected_addresses, e.success, e."timestamp"
+def _event_column_list(table: str = "") -> str:
+    return ", ".join(f'{table}"{name}"' for name in EVENT_COLUMNS)
+
+
+_CHANGES_SQL = f"""
+SELECT c."cursor", c.change, c.committed_at, e.id, {_event_column_list("e.")}
 FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id
-WHERE {where} ORDER BY c."cursor" LIMIT $2
+WHERE {{where}} ORDER BY c."cursor" LIMIT $2
 """
 
-# Subscription filter fields, as SQL over the joined event (values are always bound parameters).
+# The filter fields (events.FILTER_FIELDS), as SQL over the joined event (values are always bound parameters).
 _MATCH_CONDITIONS = {
     "tx_hash": "e.tx_hash = ANY(${n}::text[])",
     "contract": "e.contract_id = ANY(${n}::text[])",
@@ -291,10 +293,7 @@ _MATCH_CONDITIONS = {
 }
 
 
-_EVENT_COLUMNS = (
-    'id, last_cursor AS "cursor", tx_hash, block_height, block_hash, tx_index, event_index, contract_id, '
-    'event_type, event_data, affected_addresses, success, "timestamp", canonical'
-)
+_EVENT_COLUMNS = f'id, last_cursor AS "cursor", {_event_column_list()}, canonical'
 
 
 def _event_conditions(query: EventQuery) -> tuple[list[str], list[Any]]:

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from . import jsoncodec
 from .errors import PayloadError
-from .normalize import EventRow, Format, v1_transaction_rows, v2_transaction_rows
+from .events import EventRow, Format
+from .normalize import v1_transaction_rows, v2_transaction_rows
 from .payload import (
     BlockIdentifier,
     Timestamp,

@@ -16,9 +16,10 @@ from pydantic import SecretStr
 
 from . import jsoncodec
 from .errors import DatabaseUnavailable, PayloadError
+from .events import Delivery
 from .http_errors import error_response
 from .metrics import Metrics
-from .normalize import Delivery, normalize
+from .normalize import normalize
 from .payload import parse_payload
 from .store import DeliveryResult, EventStore
 from .streaming import NeedsWholeParse, StreamSummary, stream_rows
