@@ -40,9 +40,9 @@ from typing import Any
 import synthetic
 from _harness import ROOT, Server, fresh_database, node_peer, ours, peer, python_peer, rss_kb, server_dsn, write_results
 
+from timebank_realtime.chainhook.models import parse_payload
+from timebank_realtime.chainhook.normalize import normalize
 from timebank_realtime.messages import event_message
-from timebank_realtime.normalize import normalize
-from timebank_realtime.payload import parse_payload
 from timebank_realtime.subscriptions import parse_filter
 
 RESULTS = ROOT / "bench" / "results" / "fanout.json"

@@ -12,8 +12,8 @@ import asyncpg
 from aiohttp.test_utils import TestServer
 
 from timebank_realtime.app import TAILER
-from timebank_realtime.normalize import normalize
-from timebank_realtime.payload import parse_payload
+from timebank_realtime.chainhook.models import parse_payload
+from timebank_realtime.chainhook.normalize import normalize
 from timebank_realtime.store import EventStore, create_pool
 
 from .conftest import Listener, eventually, load_fixture, post_webhook, settle, url_of

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from timebank_realtime.chainhook.models import parse_payload
+from timebank_realtime.chainhook.normalize import normalize
+from timebank_realtime.chainhook.streaming import NeedsWholeParse, StreamSummary, stream_rows
 from timebank_realtime.errors import PayloadError
-from timebank_realtime.normalize import normalize
-from timebank_realtime.payload import parse_payload
-from timebank_realtime.streaming import NeedsWholeParse, StreamSummary, stream_rows
 
 from .conftest import FIXTURES, load_fixture
 from .payloads import synthetic_block, synthetic_payload

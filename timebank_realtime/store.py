@@ -23,11 +23,11 @@ import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from . import jsoncodec
+from .chainhook.streaming import StreamSummary
 from .errors import DatabaseUnavailable, MigrationError
 from .events import EVENT_COLUMNS, Delivery, EventRow
 from .migrations import Migration
 from .queries import EventQuery
-from .streaming import StreamSummary
 
 logger = logging.getLogger(__name__)
 

@@ -14,15 +14,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import SecretStr
 
-from . import jsoncodec
+from .chainhook.normalize import parse_delivery
+from .chainhook.streaming import NeedsWholeParse, StreamSummary, stream_rows
 from .errors import DatabaseUnavailable, PayloadError
 from .events import Delivery
 from .http_errors import error_response
 from .metrics import Metrics
-from .normalize import normalize
-from .payload import parse_payload
 from .store import DeliveryResult, EventStore
-from .streaming import NeedsWholeParse, StreamSummary, stream_rows
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +70,7 @@ def _header_bytes(value: str) -> bytes:
 
 def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.AppKey[asyncio.Event],
                          secret: SecretStr | None, max_bytes: int, stream_bytes: int, metrics: Metrics) -> Handler:
-    """``stream_bytes``: bodies larger than this are stored while they are parsed (streaming.py)."""
+    """``stream_bytes``: bodies larger than this are stored while they are parsed (chainhook/streaming.py)."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -228,12 +226,12 @@ async def _store(store: EventStore, body: bytearray,
         streamed = await _store_streamed(store, body)
         if streamed is not None:
             return (*streamed, True)
-    delivery = normalize(parse_payload(jsoncodec.loads_payload(body)))
+    delivery = parse_delivery(body)
     return delivery, len(delivery.events), await store.apply_delivery(delivery), False
 
 
 async def _store_streamed(store: EventStore, body: bytearray) -> tuple[Delivery, int, DeliveryResult] | None:
-    """Store a large delivery while parsing it (see streaming.py). None when it has to be parsed
+    """Store a large delivery while parsing it (see chainhook/streaming.py). None when it has to be parsed
     whole instead: a shape that cannot stream, or rows stored before (repeats, restores)."""
     summary = StreamSummary()
     try:

@@ -22,20 +22,21 @@ from typing import Any
 import ijson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from . import jsoncodec
-from .errors import PayloadError
-from .events import EventRow, Format
-from .normalize import v1_transaction_rows, v2_transaction_rows
-from .payload import (
+from .. import jsoncodec
+from ..errors import PayloadError
+from ..events import EventRow, Format
+from . import v1, v2
+from .models import (
     BlockIdentifier,
     Timestamp,
     V1Block,
     V1Transaction,
     V2Block,
     V2Transaction,
-    json_path,
     parse_payload,
+    payload_error,
 )
+from .rows import tip_height
 
 _READ_SIZE = 64 * 1024
 # With the depth limit, at most a few MB of prefixes per read (see _Reader.read).
@@ -228,7 +229,7 @@ def _block(fmt: Format, document: Any, block_number: int) -> V1Block | V2Block:
     try:
         fields = _BlockHeader.model_validate(header)
     except ValidationError as error:
-        raise _payload_error(error, path) from None
+        raise payload_error(error, path) from None
     model = V1Block if fmt == "v1" else V2Block
     return model.model_construct(block_identifier=fields.block_identifier, timestamp=fields.timestamp,
                                  transactions=[])
@@ -239,24 +240,19 @@ def _transaction_rows(summary: StreamSummary, block: V1Block | V2Block, block_nu
     if summary.format == "v1":
         path = f"$.apply[{block_number}].transactions[{tx_number}]"
         assert isinstance(block, V1Block)
-        rows, skipped = v1_transaction_rows(block, _validated(_V1_TRANSACTION, document, path), tx_number, path)
+        rows, skipped = v1.transaction_rows(block, _validated(_V1_TRANSACTION, document, path), tx_number, path)
         summary.skipped_events += skipped
         return rows
     assert isinstance(block, V2Block)
     path = f"$.event.apply[{block_number}].transactions[{tx_number}]"
-    return v2_transaction_rows(block, _validated(_V2_TRANSACTION, document, path))
+    return v2.transaction_rows(block, _validated(_V2_TRANSACTION, document, path))
 
 
 def _validated(adapter: TypeAdapter[Any], document: Any, path: str) -> Any:
     try:
         return adapter.validate_python(document)
     except ValidationError as error:
-        raise _payload_error(error, path) from None
-
-
-def _payload_error(error: ValidationError, path: str) -> PayloadError:
-    first = error.errors(include_url=False)[0]
-    return PayloadError(first["msg"], path=path + json_path(tuple(first["loc"]))[1:])
+        raise payload_error(error, path) from None
 
 
 def _finish(summary: StreamSummary, document: Any) -> None:
@@ -268,4 +264,4 @@ def _finish(summary: StreamSummary, document: Any) -> None:
         raise NeedsWholeParse("rollbacks are applied before the rows")
     summary.chainhook_uuid = payload.chainhook.uuid
     summary.apply_blocks = len(blocks)
-    summary.tip_height = max((b.block_identifier.index for b in blocks), default=None)
+    summary.tip_height = tip_height(b.block_identifier.index for b in blocks)
