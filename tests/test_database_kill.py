@@ -211,8 +211,8 @@ async def test_every_connection_loss_is_database_unavailable(error: BaseExceptio
     """The one list of connection-loss errors, which wraps every store operation (a delivery, the
     tailer's read); the kills above show the real ones on the real paths."""
     from timebank_realtime.errors import DatabaseUnavailable
-    from timebank_realtime.store import _unavailable_as_domain_error
+    from timebank_realtime.store.db import unavailable_as_domain_error
 
     with pytest.raises(DatabaseUnavailable):
-        async with _unavailable_as_domain_error():
+        async with unavailable_as_domain_error():
             raise error

@@ -23,7 +23,8 @@ from .events import FILTER_FIELDS
 from .http_protocol import AppRunner
 from .importer import ImportAborted, ImportProgress, import_files
 from .settings import Settings
-from .store import EventStore, create_pool
+from .store.db import create_pool
+from .store.deliveries import DeliveryWriter
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -131,7 +132,7 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
         pool = await create_pool(dsn, min_size=1, max_size=1, connect_timeout=settings.db_connect_timeout_seconds,
                                  retry_seconds=settings.db_startup_retry_seconds)
         try:
-            return await import_files(EventStore(pool), paths, batch_events=args.batch_events,
+            return await import_files(DeliveryWriter(pool), paths, batch_events=args.batch_events,
                                       abort_on_error=args.abort_on_error, report=_progress_reporter(sys.stderr))
         finally:
             await pool.close()

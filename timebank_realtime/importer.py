@@ -18,7 +18,7 @@ from .chainhook.normalize import parse_delivery
 from .chainhook.rows import tip_height
 from .errors import PayloadError
 from .events import Delivery
-from .store import EventStore
+from .store.deliveries import DeliveryWriter
 
 
 class ImportAborted(RuntimeError):
@@ -77,14 +77,14 @@ def merge(batch: list[Delivery]) -> Delivery:
                     tip_height=tip_height(d.tip_height for d in batch))
 
 
-async def import_files(store: EventStore, paths: list[Path], *, batch_events: int, abort_on_error: bool,
+async def import_files(writer: DeliveryWriter, paths: list[Path], *, batch_events: int, abort_on_error: bool,
                        report: Callable[[ImportProgress], None]) -> ImportProgress:
     progress = ImportProgress(total_bytes=sum(p.stat().st_size for p in paths))
     batch: list[Delivery] = []
 
     async def flush() -> None:
         if batch:
-            result = await store.apply_delivery(merge(batch) if len(batch) > 1 else batch[0])
+            result = await writer.apply_delivery(merge(batch) if len(batch) > 1 else batch[0])
             progress.applied += result.applied
             progress.duplicates += result.duplicates
             batch.clear()

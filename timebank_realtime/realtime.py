@@ -38,7 +38,7 @@ from .messages import BATCH, EOSE, HEARTBEAT, RESYNC, batch_message, heartbeat_m
 from .metrics import Metrics
 from .sessions import Session, Subscription, TokenBucket, replay_groups, tag, tag_runs
 from .settings import Settings
-from .store import EventStore
+from .store.reads import LogReader as EventStore
 from .subscriptions import FilterError, SubscriptionRegistry, parse_subscribe
 
 logger = logging.getLogger(__name__)

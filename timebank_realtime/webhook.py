@@ -20,7 +20,7 @@ from .errors import DatabaseUnavailable, PayloadError
 from .events import Delivery
 from .http_errors import error_response
 from .metrics import Metrics
-from .store import DeliveryResult, EventStore
+from .store.deliveries import DeliveryResult, DeliveryWriter
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _header_bytes(value: str) -> bytes:
     return value.encode("utf-8", "surrogatepass")
 
 
-def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.AppKey[asyncio.Event],
+def make_webhook_handler(writer_key: web.AppKey[DeliveryWriter], draining_key: web.AppKey[asyncio.Event],
                          secret: SecretStr | None, max_bytes: int, stream_bytes: int, metrics: Metrics) -> Handler:
     """``stream_bytes``: bodies larger than this are stored while they are parsed (chainhook/streaming.py)."""
 
@@ -96,7 +96,7 @@ def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.Ap
         if isinstance(body, web.Response):
             return body, "unknown"
         try:
-            delivery, rows, result, streamed = await _store(request.app[store_key], body, stream_bytes)
+            delivery, rows, result, streamed = await _store(request.app[writer_key], body, stream_bytes)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             return error_response(400, "invalid_json", f"the body is not JSON: {error}"), "unknown"
         except PayloadError as error:
@@ -218,24 +218,24 @@ async def _read_body(request: web.Request, max_bytes: int) -> bytearray:
     return body
 
 
-async def _store(store: EventStore, body: bytearray,
+async def _store(writer: DeliveryWriter, body: bytearray,
                  stream_bytes: int) -> tuple[Delivery, int, DeliveryResult, bool]:
     """Store the delivery: streamed when large and of the common shape, else parsed whole. Returns it,
     how many rows it held, what was stored, and whether it streamed."""
     if len(body) > stream_bytes:
-        streamed = await _store_streamed(store, body)
+        streamed = await _store_streamed(writer, body)
         if streamed is not None:
             return (*streamed, True)
     delivery = parse_delivery(body)
-    return delivery, len(delivery.events), await store.apply_delivery(delivery), False
+    return delivery, len(delivery.events), await writer.apply_delivery(delivery), False
 
 
-async def _store_streamed(store: EventStore, body: bytearray) -> tuple[Delivery, int, DeliveryResult] | None:
+async def _store_streamed(writer: DeliveryWriter, body: bytearray) -> tuple[Delivery, int, DeliveryResult] | None:
     """Store a large delivery while parsing it (see chainhook/streaming.py). None when it has to be parsed
     whole instead: a shape that cannot stream, or rows stored before (repeats, restores)."""
     summary = StreamSummary()
     try:
-        result = await store.append_stream(stream_rows(body, summary), summary)
+        result = await writer.append_stream(stream_rows(body, summary), summary)
     except NeedsWholeParse as reason:
         logger.info("delivery parsed whole: %s", reason)
         return None
