@@ -5,7 +5,7 @@ socket and HTTP edges name their fields. Pure: no I/O, no dependencies on either
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -60,14 +60,37 @@ class EventRow:
 EVENT_COLUMNS = tuple(f.name for f in fields(EventRow))
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What one webhook asks of the store: roll these blocks back, then apply these rows."""
+@dataclass(slots=True)
+class DeliveryHeader:
+    """Everything about a delivery but its rows: its format and chainhook, the blocks it rolls back and
+    applies, how many rows it holds. Parsed whole, a delivery knows all of it at once (Delivery);
+    streamed, the parser fills it in as it reads the body: the format before the first row, the rest
+    once the last row has been taken."""
 
-    format: Format
-    chainhook_uuid: str
-    rollback_block_hashes: tuple[str, ...]
-    events: tuple[EventRow, ...]
-    apply_blocks: int
-    skipped_events: int
-    tip_height: int | None
+    format: Format | None = None
+    chainhook_uuid: str = ""
+    rollback_block_hashes: tuple[str, ...] = ()
+    apply_blocks: int = 0
+    skipped_events: int = 0
+    tip_height: int | None = None
+    rows: int = 0  # rows of a natural key of their own: the ones the store keeps
+    repeats: int = 0  # rows repeating the natural key of an earlier one
+
+
+@dataclass(slots=True)
+class Delivery(DeliveryHeader):
+    """A delivery parsed whole: roll these blocks back, then apply these rows. ``rows`` and
+    ``repeats`` are counted from ``events``; ``distinct_events`` holds the first row of each natural
+    key, in order (a payload can repeat a row, and the store keeps the first)."""
+
+    format: Format  # always known once the whole body is parsed
+    events: tuple[EventRow, ...] = ()
+    distinct_events: tuple[EventRow, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        first: dict[tuple[str, str, int], EventRow] = {}
+        for row in self.events:
+            first.setdefault(row.natural_key, row)
+        self.distinct_events = tuple(first.values())
+        self.rows = len(first)
+        self.repeats = len(self.events) - len(first)

@@ -11,17 +11,16 @@ each row once, with ``last_cursor`` already set.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from ..chainhook.streaming import StreamSummary
-from ..events import EVENT_COLUMNS, Delivery, EventRow
+from ..events import EVENT_COLUMNS, Delivery, DeliveryHeader, EventRow
 from .db import NOTIFY_CHANNEL, Database
-from .values import copy_records, insert_arguments, key_columns, pg_safe, unique_rows
+from .values import copy_records, insert_arguments, key_columns, pg_safe
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +150,18 @@ class DeliveryWriter:
                     return await self._apply_in_transaction(conn, delivery)
         raise AssertionError("unreachable: AsyncRetrying reraises")
 
+    async def append_stream(self, rows: Iterable[EventRow], delivery: DeliveryHeader) -> DeliveryResult | None:
+        """Store a streamed delivery whose rows are all new, in one transaction, writing rows while
+        they are still being parsed (``delivery`` is filled in as they are). None, with nothing
+        written, if some row was stored before. Whatever ``rows`` raises (an invalid transaction, a
+        shape that cannot stream) rolls the transaction back and reaches the caller."""
+        async with self._db.connection() as conn:
+            return await self._append(conn, rows, delivery)
+
     async def _apply_in_transaction(self, conn: asyncpg.Connection, delivery: Delivery) -> DeliveryResult:
-        rows, repeats = unique_rows(delivery.events)
+        rows = delivery.distinct_events
         if rows and not delivery.rollback_block_hashes:
-            appended = await self._try_append(conn, delivery, rows, repeats)
+            appended = await self._append(conn, rows, delivery)
             if appended is not None:
                 return appended
         async with conn.transaction():
@@ -179,51 +186,36 @@ class DeliveryWriter:
                                delivery.tip_height)
         return DeliveryResult(
             applied=len(inserted),
-            duplicates=repeats + len(rows) - len(changed),
+            duplicates=delivery.repeats + len(rows) - len(changed),
             rolled_back=len(rolled_back),
             restored=len(restored),
             last_cursor=last_cursor,
         )
 
-    async def _try_append(self, conn: asyncpg.Connection, delivery: Delivery, rows: list[EventRow],
-                          repeats: int) -> DeliveryResult | None:
-        """The common case, fast: every row is new. COPY them with their cursors, then log them in one
-        statement. None (and nothing written) if some row was stored before: a repeated delivery or a
-        restore, which the general path sorts out."""
+    async def _append(self, conn: asyncpg.Connection, rows: Iterable[EventRow],
+                      delivery: DeliveryHeader) -> DeliveryResult | None:
+        """The common case, fast, whether the delivery was parsed whole or is being streamed: every
+        row is new. COPY them with their cursors as they come, then log them, move the cursor, record
+        the delivery and notify, in one statement. None (and nothing written) if some row was stored
+        before: a repeated delivery or a restore, which the general path sorts out. ``delivery`` is
+        read as the rows are taken, since a streamed one is only complete after the last."""
         try:
             async with conn.transaction():
                 head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
-                await _copy_rows(conn, copy_records(rows, head, lambda: delivery.format))
-                last = head + len(rows)
-                await conn.execute(_APPEND_TAIL_SQL, head, last, pg_safe(delivery.chainhook_uuid), delivery.format,
-                                   delivery.tip_height, NOTIFY_CHANNEL)
+                await _copy_rows(conn, copy_records(rows, head, delivery))
+                last = head + delivery.rows
+                uuid = pg_safe(delivery.chainhook_uuid)
+                if delivery.rows:
+                    await conn.execute(_APPEND_TAIL_SQL, head, last, uuid, delivery.format, delivery.tip_height,
+                                       NOTIFY_CHANNEL)
+                else:
+                    await conn.execute(_RECORD_DELIVERY_SQL, uuid, delivery.format, delivery.tip_height)
         except asyncpg.UniqueViolationError:
             return None
-        return DeliveryResult(applied=len(rows), duplicates=repeats, rolled_back=0, restored=0, last_cursor=last)
+        return DeliveryResult(applied=delivery.rows, duplicates=delivery.repeats, rolled_back=0, restored=0,
+                              last_cursor=last if delivery.rows else None)
 
-    async def append_stream(self, rows: Iterator[EventRow], summary: StreamSummary) -> DeliveryResult | None:
-        """Store a streamed delivery whose rows are all new, in one transaction, writing rows while
-        they are still being parsed. None, with nothing written, if some row was stored before.
-        Whatever ``rows`` raises (an invalid transaction, a shape that cannot stream) rolls the
-        transaction back and reaches the caller."""
-        async with self._db.connection() as conn:
-            try:
-                async with conn.transaction():
-                    head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
-                    await _copy_rows(conn, copy_records(rows, head, lambda: summary.format or ""))
-                    last = head + summary.rows
-                    uuid, fmt = pg_safe(summary.chainhook_uuid), summary.format
-                    if summary.rows:
-                        await conn.execute(_APPEND_TAIL_SQL, head, last, uuid, fmt, summary.tip_height,
-                                           NOTIFY_CHANNEL)
-                    else:
-                        await conn.execute(_RECORD_DELIVERY_SQL, uuid, fmt, summary.tip_height)
-            except asyncpg.UniqueViolationError:
-                return None
-        return DeliveryResult(applied=summary.rows, duplicates=summary.repeats, rolled_back=0, restored=0,
-                              last_cursor=last if summary.rows else None)
-
-    async def _roll_back(self, conn: asyncpg.Connection, delivery: Delivery, rows: list[EventRow],
+    async def _roll_back(self, conn: asyncpg.Connection, delivery: Delivery, rows: Sequence[EventRow],
                          head: int) -> list[tuple[int, int, str]]:
         if not delivery.rollback_block_hashes:
             return []
@@ -233,7 +225,7 @@ class DeliveryWriter:
         records = await conn.fetch(_ROLLBACK_SQL, hashes, *key_columns(kept), head)
         return sorted(((r["id"], r["last_cursor"], "rollback") for r in records), key=lambda c: c[1])
 
-    async def _insert(self, conn: asyncpg.Connection, rows: list[EventRow], cursor_of: dict[Any, int],
+    async def _insert(self, conn: asyncpg.Connection, rows: Sequence[EventRow], cursor_of: dict[Any, int],
                       source_format: str) -> list[tuple[int, int, str]]:
         if not rows:
             return []

@@ -4,12 +4,12 @@ INSERT and the records of a COPY (in EVENT_COLUMNS order). Pure."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
 
-from ..events import EventRow
+from ..events import DeliveryHeader, EventRow
 from .db import RawJson
 
 
@@ -43,14 +43,6 @@ def _jsonb_text(value: Any) -> str:
     return json.dumps(_pg_safe_value(value), ensure_ascii=False, separators=(",", ":"))
 
 
-def unique_rows(rows: Sequence[EventRow]) -> tuple[list[EventRow], int]:
-    """First occurrence of each natural key; also how many repeats the payload itself held."""
-    seen: dict[tuple[str, str, int], EventRow] = {}
-    for row in rows:
-        seen.setdefault(row.natural_key, row)
-    return list(seen.values()), len(rows) - len(seen)
-
-
 def insert_arguments(rows: Sequence[EventRow], cursors: Sequence[int], source_format: str) -> list[Any]:
     return [
         [pg_safe(r.tx_hash) for r in rows],
@@ -69,13 +61,13 @@ def insert_arguments(rows: Sequence[EventRow], cursors: Sequence[int], source_fo
     ]
 
 
-def copy_records(rows: Iterable[EventRow], head: int, source_format: Callable[[], str]) -> Iterator[tuple[Any, ...]]:
+def copy_records(rows: Iterable[EventRow], head: int, delivery: DeliveryHeader) -> Iterator[tuple[Any, ...]]:
     """Rows for COPY, in payload (chain) order, taking cursors head+1, head+2, ... (made as COPY
-    consumes them, so a large delivery is not serialized twice in memory). ``source_format`` is
-    asked per row: a streamed delivery knows its format once its first row exists."""
+    consumes them, so a large delivery is not serialized twice in memory). The delivery's format is
+    read per row: a streamed delivery knows it once its first row exists."""
     return ((pg_safe(r.tx_hash), r.block_height, pg_safe(r.block_hash), r.tx_index, r.event_index,
              pg_safe(r.contract_id), r.event_type, RawJson(_jsonb_text(r.event_data)),
-             [pg_safe(a) for a in r.affected_addresses], r.success, r.timestamp, head + n, source_format())
+             [pg_safe(a) for a in r.affected_addresses], r.success, r.timestamp, head + n, delivery.format or "")
             for n, r in enumerate(rows, start=1))
 
 
