@@ -56,10 +56,6 @@ def rollback_message(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def message_name(record: Mapping[str, Any]) -> str:
-    return ROLLBACK if record["change"] == "rollback" else EVENT
-
-
 def message_for(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     if record["change"] == "rollback":
         return ROLLBACK, rollback_message(record)
