@@ -1,13 +1,11 @@
-"""What the benchmarks share: where their database is, the application on a loopback port, results."""
+"""What the benchmarks share: the command line, where their database is, the application on a loopback port, results."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,15 +14,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 import asyncpg
 from aiohttp import web
 
+# Run as files (``python bench/fanout.py``), the scripts have bench/ on the path but not the checkout's root:
+# put it first, for what they share with the tests (tests/processes.py), and so that timebank_realtime here is
+# the checkout's, as in the ``python -m timebank_realtime serve`` that ``ours`` starts from the root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.processes import SERVE, environment, free_port
+from tests.processes import ServerProcess as Server
 from timebank_realtime.app import create_app
 from timebank_realtime.embedded_db import start_embedded_postgres
 from timebank_realtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def command_line(doc: str | None) -> argparse.ArgumentParser:
+    """A script's parser; its --help is the script's docstring as written (how to run it, what it measures)."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 @asynccontextmanager
@@ -67,13 +76,6 @@ async def fresh_database(server: str, name: str) -> str:
     return urlunsplit(urlsplit(server)._replace(path="/" + name))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def rss_kb(pid: int, field: str = "VmRSS") -> int:
     """Resident memory of a process (``VmHWM``: its peak so far), in KiB, from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -82,52 +84,15 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
     raise RuntimeError(f"no {field} for pid {pid}")
 
 
-class Server:
-    """A server under test in its own OS process, so that its CPU and memory are its own."""
-
-    def __init__(self, name: str, process: subprocess.Popen[bytes], url: str) -> None:
-        self.name = name
-        self.process = process
-        self.url = url
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-def _start(command: list[str], **options: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, **options)
-
-
 @asynccontextmanager
 async def ours(dsn: str, **settings: str) -> AsyncIterator[Server]:
     """``timebank-realtime serve`` on a loopback port, ready (migrated, tailer running)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("CHAINHOOK_WEBHOOK_SECRET", "SOCKET_AUTH_SECRET")}
-    env.update(DATABASE_URL=dsn, HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="WARNING", **settings)
-    process = _start([sys.executable, "-m", "timebank_realtime", "serve"], env=env)
-    server = Server("ours", process, f"http://127.0.0.1:{port}")
+    env = environment(("CHAINHOOK_WEBHOOK_SECRET", "SOCKET_AUTH_SECRET"),
+                      DATABASE_URL=dsn, HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="WARNING", **settings)
+    server = Server("ours", SERVE, url=f"http://127.0.0.1:{port}", env=env)
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                if process.poll() is not None:
-                    raise RuntimeError(f"timebank-realtime exited with {process.returncode}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(server.url + "/readyz") as response:
-                        if response.status == 200:
-                            break
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("timebank-realtime did not become ready within 60 s")
+        await server.wait_ready("/readyz")
         yield server
     finally:
         server.stop()
@@ -136,11 +101,11 @@ async def ours(dsn: str, **settings: str) -> AsyncIterator[Server]:
 @asynccontextmanager
 async def peer(name: str, command: list[str]) -> AsyncIterator[Server]:
     """A reference server that prints {"port": n} on its first line once it listens."""
-    process = _start(command, stdout=subprocess.PIPE, cwd=ROOT)
-    assert process.stdout is not None
-    line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), timeout=30)
-    server = Server(name, process, f"http://127.0.0.1:{json.loads(line)['port']}")
+    server = Server(name, command, stdout=subprocess.PIPE, cwd=ROOT)
     try:
+        assert server.process.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(server.process.stdout.readline), timeout=30)
+        server.url = f"http://127.0.0.1:{json.loads(line)['port']}"
         yield server
     finally:
         server.stop()

@@ -9,7 +9,6 @@ in both orders, first page and deep into the log; prints each plan's access path
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from _harness import server_dsn
+from _harness import command_line, server_dsn
 
 from timebank_realtime.queries import EventQuery
 from timebank_realtime.store.reads import events_page_sql
@@ -72,7 +71,7 @@ async def check(dsn: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench"))
     args = parser.parse_args()
     dsn = server_dsn(args.data_dir)

@@ -38,12 +38,24 @@ from pathlib import Path
 from typing import Any
 
 import synthetic
-from _harness import ROOT, Server, fresh_database, node_peer, ours, peer, python_peer, rss_kb, server_dsn, write_results
+from _harness import (
+    ROOT,
+    Server,
+    command_line,
+    fresh_database,
+    node_peer,
+    ours,
+    peer,
+    python_peer,
+    rss_kb,
+    server_dsn,
+    write_results,
+)
 
 from timebank_realtime.chainhook.models import parse_payload
 from timebank_realtime.chainhook.normalize import normalize
-from timebank_realtime.messages import event_message
-from timebank_realtime.subscriptions import parse_filter
+from timebank_realtime.realtime.messages import event_message
+from timebank_realtime.realtime.subscriptions import parse_filter
 
 RESULTS = ROOT / "bench" / "results" / "fanout.json"
 LOADCLIENT = ROOT / "bench" / "loadclient.mjs"
@@ -270,7 +282,7 @@ def print_table(figures: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--phases", nargs="+", default=["burst", "mixed", "paced", "idle"],
                         choices=["burst", "mixed", "paced", "idle"])
     parser.add_argument("--targets", nargs="+", default=TARGETS, choices=TARGETS)

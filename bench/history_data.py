@@ -11,13 +11,12 @@ Shape: 200 contracts (a few hot ones), 50,000 addresses (Zipf-like), the real mi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from pathlib import Path
 
 import asyncpg
-from _harness import server_dsn
+from _harness import command_line, server_dsn
 
 from timebank_realtime.app import migrate
 from timebank_realtime.chainhook.principals import encode_standard_principal
@@ -93,7 +92,7 @@ async def prepare(rows: int, data_dir: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench"))
     args = parser.parse_args()

@@ -9,7 +9,6 @@ so the client's overhead is not counted. Target: p99 <= 20 ms at limit 100.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import statistics
@@ -18,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from _harness import serve_on_loopback, server_dsn, write_results
+from _harness import command_line, serve_on_loopback, server_dsn, write_results
 
 RESULTS = Path(__file__).parent / "results" / "history_latency.json"
 
@@ -85,7 +84,7 @@ async def run(dsn: str, requests: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench"))
     args = parser.parse_args()

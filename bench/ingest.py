@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import synthetic
-from _harness import ROOT, fresh_database, ours, rss_kb, server_dsn, write_results
+from _harness import ROOT, command_line, fresh_database, ours, rss_kb, server_dsn, write_results
 
 from timebank_realtime.chainhook.models import parse_payload
 from timebank_realtime.chainhook.normalize import normalize
@@ -144,7 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--payloads", type=int, default=30)
     parser.add_argument("--events", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--large-mb", type=float, default=50.0, help="0 to skip")

@@ -12,7 +12,6 @@ same changes, 500 per POST, to one client. Writes results/replay.json.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from _harness import ROOT, fresh_database, node_peer, ours, peer, server_dsn, write_results
+from _harness import ROOT, command_line, fresh_database, node_peer, ours, peer, server_dsn, write_results
 from fanout import build_workload, run_load, shape_for
 
 from timebank_realtime.store.reads import LogReader
@@ -84,7 +83,7 @@ async def run(server: str, changes: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--changes", type=int, default=100_000)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench-fanout"))
     args = parser.parse_args()

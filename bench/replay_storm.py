@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 import orjson
 import socketio
-from _harness import ROOT, fresh_database, ours, server_dsn, write_results
+from _harness import ROOT, command_line, fresh_database, ours, server_dsn, write_results
 from fanout import build_workload, shape_for
 
 from timebank_realtime.settings import Settings
@@ -241,7 +241,7 @@ async def run(server: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--changes", type=int, default=20_000, help="backlog, in deliveries of 1,000 changes")
     parser.add_argument("--connect-concurrency", type=int, default=50)

@@ -12,7 +12,6 @@ so the service validates and indexes them as it would on chain.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -20,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from _harness import ROOT
+from _harness import ROOT, command_line
 
 from timebank_realtime.chainhook.principals import decode_standard_principal, encode_standard_principal
 
@@ -119,7 +118,7 @@ def payloads(first_height: int, blocks: int, shape: Shape, fmt: str = "v1") -> l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--format", choices=["v1", "2.0"], default="v1")
     parser.add_argument("--blocks", type=int, default=1)
     parser.add_argument("--first-height", type=int, default=1_000_000)

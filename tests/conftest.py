@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import engineio
 import pytest
 import socketio
 from aiohttp.test_utils import TestServer
@@ -26,6 +27,11 @@ from timebank_realtime.app import create_app, migrate
 from timebank_realtime.settings import Settings
 
 from .processes import ServiceProcess
+
+# What docs/protocol.md tells a Python client that polls: python-engineio's client refuses a polling
+# response of more than 16 packets (then drops the connection), and a response carries everything
+# queued for the socket since the last poll, which under load is more.
+engineio.payload.Payload.max_decode_packets = 10_000
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "chainhook"
 WEBHOOK = "/api/webhooks/chainhook"

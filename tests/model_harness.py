@@ -20,7 +20,7 @@ import socketio
 from aiohttp import web
 
 from timebank_realtime.app import HUB, create_app
-from timebank_realtime.realtime import RealtimeHub
+from timebank_realtime.realtime.hub import RealtimeHub
 
 from .conftest import WEBHOOK, close_http, make_settings
 from .expected import BNS_A, FREDDIE, MONSTERS

@@ -125,6 +125,6 @@ async def test_websocket_messages_are_written_straight_to_the_connection(
         await eventually(lambda height=height: len(client.received) == 10 * (height + 1))  # type: ignore[misc]
     await settle()
     assert client.cursors == list(range(1, 31))
-    writes = server.app[HUB].writes
+    writes = server.app[HUB].wire.writes
     assert (writes["direct"] > 0) is direct
     assert writes["direct"] + writes["queued"] >= 30

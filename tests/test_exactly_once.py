@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from timebank_realtime.app import HUB
-from timebank_realtime.subscriptions import parse_filter
+from timebank_realtime.realtime.subscriptions import parse_filter
 
 from .conftest import Listener, Serve, eventually, post_webhook, settle, url_of
 from .expected import MONSTERS

@@ -97,7 +97,7 @@ async def test_browser_helper_sees_every_change_once_across_server_disconnects(
         if number % 5 == 0:
             # The server drops the socket (as on a resync or an expired token); the helper must resume.
             for sid in list(hub.sessions):
-                await hub.sio.disconnect(sid)
+                await hub.disconnect(sid)
         await asyncio.sleep(0.03)
     out, err = await asyncio.wait_for(process.communicate(), 60)
     lines += [json.loads(line) for line in out.decode().splitlines()]
@@ -170,7 +170,7 @@ async def test_browser_helper_asks_again_when_a_resubscription_is_refused_for_no
         hub = server.app[HUB]
         await eventually(lambda: sum(len(s.subscriptions) for s in hub.sessions.values()) == 2)
         for sid in list(hub.sessions):
-            await hub.sio.disconnect(sid)
+            await hub.disconnect(sid)
         await read_until("resubscribed")
         await post_webhook(http, url_of(server), nft_block(2))
         out, err = await asyncio.wait_for(process.communicate(), 60)

@@ -257,7 +257,7 @@ async def test_a_replay_to_a_reader_that_stopped_waits_for_it_then_resyncs(
         deadline = asyncio.get_running_loop().time() + 30
         # No await between the check and the sample, so the resync's own message is never counted.
         while not session.resyncing:
-            most_queued = max(most_queued, hub._queued(session))
+            most_queued = max(most_queued, hub.fanout.outbox.pending(session))
             assert asyncio.get_running_loop().time() < deadline, f"no resync; most queued {most_queued}"
             await asyncio.sleep(0.02)
         assert 0 < most_queued <= 200
@@ -284,7 +284,7 @@ async def stalled_replay(serve: Serve, http: aiohttp.ClientSession, db: asyncpg.
     await stalled.open(proxy.url if proxy is not None else url_of(server))
     hub = server.app[HUB]
     session = next(iter(hub.sessions.values()))
-    await eventually(lambda: hub._queued(session) >= 100, within=30)  # the replay now waits for room
+    await eventually(lambda: hub.fanout.outbox.pending(session) >= 100, within=30)  # the replay now waits for room
     return server, stalled, session
 
 

@@ -20,13 +20,13 @@ from .http_errors import error_response, json_errors
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import openapi_document
-from .realtime import RealtimeHub
+from .realtime.hub import RealtimeHub
 from .settings import Settings
 from .store.db import create_pool
 from .store.deliveries import DeliveryWriter
 from .store.migrate import apply_migrations, load_migrations
 from .store.reads import HistoryReader, LogReader
-from .tailer import Tailer
+from .tailer import Pushed, Tailer
 from .webhook import make_webhook_handler
 
 logger = logging.getLogger(__name__)
@@ -117,8 +117,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _tailer(app: web.Application) -> AsyncIterator[None]:
     settings, hub, log = app[SETTINGS], app[HUB], app[LOG]
     # Live subscribers start from "now": the log's head when this process starts.
-    hub.bind(log, head=await log.last_cursor(), tip=await app[HISTORY].chain_tip())
-    tailer = Tailer(log, app[DSN], hub.publish, start_cursor=hub.cursor,
+    pushed = Pushed(cursor=await log.last_cursor(), tip=await app[HISTORY].chain_tip())
+    hub.bind(log, pushed)
+    tailer = Tailer(log, app[DSN], hub.publish, pushed,
                     poll_seconds=settings.tailer_poll_seconds, batch_size=settings.tailer_batch_size,
                     connect_timeout=settings.db_connect_timeout_seconds)
     app[TAILER] = tailer

@@ -26,7 +26,7 @@ from typing import Any
 
 import socketio
 
-from .subscriptions import Filter, parse_filter
+from .realtime.subscriptions import Filter, parse_filter
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ from aiohttp import web
 
 from .errors import DatabaseUnavailable
 from .http_errors import error_response
-from .messages import stored_event
 from .queries import ParamError, parse_event_query, parse_integer
-from .realtime import RealtimeHub
+from .realtime.hub import RealtimeHub
+from .realtime.messages import stored_event
+from .realtime.subscriptions import FilterError, validate_value
 from .store.reads import HistoryReader
-from .subscriptions import FilterError, validate_value
 
 
 def _unavailable() -> web.Response:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .subscriptions import FilterError, validate_value
+from .realtime.subscriptions import FilterError, validate_value
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
@@ -23,21 +24,42 @@ from .store.reads import LogReader
 
 logger = logging.getLogger(__name__)
 
-Publish = Callable[[list[dict[str, Any]]], Awaitable[None]]
+# Synchronous: a run of changes reaches every socket before anything else happens.
+Publish = Callable[[list[dict[str, Any]]], None]
+
+
+@dataclass(slots=True)
+class Pushed:
+    """How far the log has been handed to the publisher, and the chain tip as of there."""
+
+    cursor: int
+    tip: dict[str, Any]
+
+    def advance(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self._note_tip(record)
+        self.cursor = records[-1]["cursor"]
+
+    def _note_tip(self, record: Mapping[str, Any]) -> None:
+        self.tip["last_delivery_at"] = record.get("committed_at")
+        height = self.tip.get("block_height")
+        if record["change"] != "rollback" and (height is None or record["block_height"] >= height):
+            self.tip["block_height"] = record["block_height"]
+            self.tip["block_hash"] = record["block_hash"]
 
 
 class Tailer:
-    def __init__(self, log: LogReader, dsn: str, publish: Publish, *, start_cursor: int,
+    def __init__(self, log: LogReader, dsn: str, publish: Publish, pushed: Pushed, *,
                  poll_seconds: float, batch_size: int, connect_timeout: float) -> None:
         self._log = log
         self._dsn = dsn
         self._publish = publish
-        self._cursor = start_cursor
+        self.pushed = pushed
         self._poll_seconds = poll_seconds
         self._batch_size = batch_size
         self._connect_timeout = connect_timeout
         self._wake = asyncio.Event()
-        self._head = start_cursor
+        self._head = pushed.cursor
         self._progress_at = time.monotonic()
         self._lost_at: float | None = None  # when the current database outage began, if one has
         self.listening = False
@@ -45,11 +67,11 @@ class Tailer:
     @property
     def cursor(self) -> int:
         """The last cursor handed to the publisher."""
-        return self._cursor
+        return self.pushed.cursor
 
     def lag(self) -> int:
         """Changes known to be committed (by NOTIFY) that have not been published yet."""
-        return max(0, self._head - self._cursor)
+        return max(0, self._head - self.pushed.cursor)
 
     def seconds_since_progress(self) -> float:
         """Since the tailer last published a change, or last found nothing left to publish."""
@@ -76,14 +98,14 @@ class Tailer:
         conn.add_termination_listener(on_terminated)
         self.listening = True
         if self._lost_at is None:
-            logger.info("tailer listening from cursor %d", self._cursor)
+            logger.info("tailer listening from cursor %d", self.pushed.cursor)
         try:
             while True:
                 # Catch up first: changes committed while we were not listening are in the log.
                 await self._catch_up()
                 if self._lost_at is not None:  # listening and reading again: the outage is over
                     logger.info("tailer reconnected after %.1fs; listening from cursor %d",
-                                time.monotonic() - self._lost_at, self._cursor)
+                                time.monotonic() - self._lost_at, self.pushed.cursor)
                     self._lost_at = None
                 if lost.is_set() or conn.is_closed():
                     raise DatabaseUnavailable("the LISTEN connection closed")
@@ -107,11 +129,11 @@ class Tailer:
             # One WARNING per outage, without a traceback: the retries while it lasts are DEBUG.
             if self._lost_at is None:
                 self._lost_at = time.monotonic()
-                logger.warning("tailer lost the database (%s); reconnecting from cursor %d", error, self._cursor)
+                logger.warning("tailer lost the database (%s); reconnecting from cursor %d", error, self.pushed.cursor)
             else:
                 logger.debug("tailer still without the database (%s)", error)
         else:
-            logger.error("tailer failed at cursor %d; restarting", self._cursor, exc_info=error)
+            logger.error("tailer failed at cursor %d; restarting", self.pushed.cursor, exc_info=error)
 
     def _on_notify(self, payload: str) -> None:
         if payload.isdigit():
@@ -120,13 +142,14 @@ class Tailer:
 
     async def _catch_up(self) -> None:
         while True:
-            records = await self._log.changes_after(self._cursor, self._batch_size)
+            records = await self._log.changes_after(self.pushed.cursor, self._batch_size)
             if not records:
                 self._progress_at = time.monotonic()
                 return
-            await self._publish(records)
-            self._cursor = records[-1]["cursor"]
-            self._head = max(self._head, self._cursor)
+            self._publish(records)
+            # Moved after publish: while it runs, the cursor is what the sockets were given before.
+            self.pushed.advance(records)
+            self._head = max(self._head, self.pushed.cursor)
             self._progress_at = time.monotonic()
             if len(records) < self._batch_size:
                 return

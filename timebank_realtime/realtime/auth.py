@@ -13,8 +13,8 @@ from typing import Any
 
 import jwt
 
-from .errors import CodedError
-from .events import FILTER_FIELDS as FIELDS
+from ..errors import CodedError
+from ..events import FILTER_FIELDS as FIELDS
 from .subscriptions import Filter, FilterError, parse_filter
 
 

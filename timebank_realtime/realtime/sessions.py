@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .auth import Grant
 from .subscriptions import Filter
+
+if TYPE_CHECKING:
+    from .wire import Link
 
 
 @dataclass(slots=True)
@@ -71,12 +74,10 @@ class Session:
     sid: str
     grant: Grant | None
     bucket: TokenBucket
-    # The Engine.IO session the messages are queued on.
-    eio_sid: str = ""
+    # Where its messages go (the wire's).
+    link: Link
     # Asked for ``chainhook:batch`` frames (one per run of changes) instead of a message per change.
     batched: bool = False
-    # The connection of a websocket-first session, which messages may be written to directly.
-    transport: Any = None
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     # Held live changes by cursor, in cursor order (publish adds them in order).
     held: dict[int, HeldChange] = field(default_factory=dict)

@@ -13,10 +13,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chainhook.principals import InvalidPrincipal, validate_contract_id, validate_principal
-from .errors import CodedError
-from .events import EVENT_TYPES
-from .events import FILTER_FIELDS as FIELDS
+from ..chainhook.principals import InvalidPrincipal, validate_contract_id, validate_principal
+from ..errors import CodedError
+from ..events import EVENT_TYPES
+from ..events import FILTER_FIELDS as FIELDS
 
 DEFAULT_MAX_VALUES = 100
 MAX_CURSOR = 2**63 - 1
