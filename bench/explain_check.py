@@ -3,7 +3,7 @@
     .venv/bin/python bench/history_data.py        # once: 1M rows
     .venv/bin/python bench/explain_check.py       # exits 1 if any plan scans the table
 
-Runs the exact SQL the API runs (store.events_page_sql), for all 64 combinations of the six filters,
+Runs the exact SQL the API runs (store.reads.events_page_sql), for all 64 combinations of the six filters,
 in both orders, first page and deep into the log; prints each plan's access path and timing.
 """
 
@@ -20,7 +20,7 @@ import asyncpg
 from _harness import command_line, server_dsn
 
 from timebank_realtime.queries import EventQuery
-from timebank_realtime.store import events_page_sql
+from timebank_realtime.store.reads import events_page_sql
 
 FILTERS: dict[str, dict[str, Any]] = {
     "contract": {"contract": "SP2C2YFP12AJZB4MABJBAJ55XECVS7E4PMMZ89YZR.contract-17"},

@@ -52,8 +52,8 @@ from _harness import (
     write_results,
 )
 
-from timebank_realtime.normalize import normalize
-from timebank_realtime.payload import parse_payload
+from timebank_realtime.chainhook.models import parse_payload
+from timebank_realtime.chainhook.normalize import normalize
 from timebank_realtime.realtime.messages import event_message
 from timebank_realtime.realtime.subscriptions import parse_filter
 

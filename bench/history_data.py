@@ -19,7 +19,7 @@ import asyncpg
 from _harness import command_line, server_dsn
 
 from timebank_realtime.app import migrate
-from timebank_realtime.principals import encode_standard_principal
+from timebank_realtime.chainhook.principals import encode_standard_principal
 from timebank_realtime.settings import Settings
 
 CHUNK = 100_000

@@ -28,8 +28,8 @@ import asyncpg
 import synthetic
 from _harness import ROOT, command_line, fresh_database, ours, rss_kb, server_dsn, write_results
 
-from timebank_realtime.normalize import normalize
-from timebank_realtime.payload import parse_payload
+from timebank_realtime.chainhook.models import parse_payload
+from timebank_realtime.chainhook.normalize import normalize
 
 RESULTS = ROOT / "bench" / "results" / "ingest.json"
 COLUMNS = ["tx_hash", "block_height", "block_hash", "tx_index", "event_index", "contract_id", "event_type",

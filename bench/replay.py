@@ -23,7 +23,7 @@ import asyncpg
 from _harness import ROOT, command_line, fresh_database, node_peer, ours, peer, server_dsn, write_results
 from fanout import build_workload, run_load, shape_for
 
-from timebank_realtime.store import EventStore
+from timebank_realtime.store.reads import LogReader
 
 RESULTS = ROOT / "bench" / "results" / "replay.json"
 PER_DELIVERY = 1000
@@ -41,10 +41,10 @@ async def ingest(url: str, bodies: list[str]) -> None:
 async def read_from_database(dsn: str, changes: int) -> dict[str, Any]:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     try:
-        store = EventStore(pool)
+        log = LogReader(pool)
         started = time.perf_counter()
         cursor, read = 0, 0
-        while records := await store.changes_after(cursor, BATCH):
+        while records := await log.changes_after(cursor, BATCH):
             read += len(records)
             cursor = records[-1]["cursor"]
         seconds = time.perf_counter() - started

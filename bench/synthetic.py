@@ -21,7 +21,7 @@ from typing import Any
 
 from _harness import ROOT, command_line
 
-from timebank_realtime.principals import decode_standard_principal, encode_standard_principal
+from timebank_realtime.chainhook.principals import decode_standard_principal, encode_standard_principal
 
 sys.path.insert(0, str(ROOT))
 from tests.v2_payloads import v2_from_v1  # the v1 -> 2.0 mapping the tests check

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from timebank_realtime.clarity import MAX_DEPTH, ClarityDecodeError, decode, decode_hex
-from timebank_realtime.principals import decode_standard_principal
+from timebank_realtime.chainhook.clarity import MAX_DEPTH, ClarityDecodeError, decode, decode_hex
+from timebank_realtime.chainhook.principals import decode_standard_principal
 
 from .conftest import load_fixture
 

@@ -20,8 +20,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from timebank_realtime.app import TAILER, create_app
-from timebank_realtime.normalize import normalize
-from timebank_realtime.payload import parse_payload
+from timebank_realtime.chainhook.models import parse_payload
+from timebank_realtime.chainhook.normalize import normalize
 
 from .conftest import eventually, fetch_int, load_fixture, make_settings, post_webhook, url_of
 from .payloads import synthetic_payload
@@ -211,8 +211,8 @@ async def test_every_connection_loss_is_database_unavailable(error: BaseExceptio
     """The one list of connection-loss errors, which wraps every store operation (a delivery, the
     tailer's read); the kills above show the real ones on the real paths."""
     from timebank_realtime.errors import DatabaseUnavailable
-    from timebank_realtime.store import _unavailable_as_domain_error
+    from timebank_realtime.store.db import unavailable_as_domain_error
 
     with pytest.raises(DatabaseUnavailable):
-        async with _unavailable_as_domain_error():
+        async with unavailable_as_domain_error():
             raise error

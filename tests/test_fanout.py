@@ -14,15 +14,17 @@ from typing import Any
 import asyncpg
 import pytest
 
+from timebank_realtime.chainhook.models import parse_payload
+from timebank_realtime.chainhook.normalize import normalize
 from timebank_realtime.metrics import Metrics
-from timebank_realtime.normalize import normalize
-from timebank_realtime.payload import parse_payload
 from timebank_realtime.realtime.fanout import Fanout
 from timebank_realtime.realtime.sessions import Session, TokenBucket
 from timebank_realtime.realtime.subscriptions import SubscriptionRegistry, parse_filter
 from timebank_realtime.realtime.tasks import TaskSet
 from timebank_realtime.realtime.wire import Link, Outgoing
-from timebank_realtime.store import EventStore, create_pool
+from timebank_realtime.store.db import create_pool
+from timebank_realtime.store.deliveries import DeliveryWriter
+from timebank_realtime.store.reads import LogReader
 from timebank_realtime.tailer import Pushed
 
 from .conftest import eventually, make_settings
@@ -30,6 +32,10 @@ from .expected import MONSTERS
 from .payloads import synthetic_payload
 
 BLOCK = 31  # rows of a synthetic block of 30 events: the contract call and its events
+
+
+class EventStore(DeliveryWriter, LogReader):
+    """The writer and the log reader over one pool, as the app wires them from its pool."""
 
 
 class MemoryWriter:

@@ -21,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from timebank_realtime.store import EventStore
+from timebank_realtime.store.deliveries import DeliveryWriter
 
 from .conftest import WEBHOOK, Serve, eventually, load_fixture, url_of
 from .processes import ServiceProcess
@@ -271,7 +271,7 @@ async def test_an_unexpected_webhook_failure_is_a_counted_json_500(serve: Serve,
     async def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("a bug nobody expected")
 
-    monkeypatch.setattr(EventStore, "apply_delivery", broken)
+    monkeypatch.setattr(DeliveryWriter, "apply_delivery", broken)
     server = await serve()
     response, answer = await post(http, server, json.dumps(load_fixture(FIXTURE)).encode(), {})
     assert response.status == 500

@@ -12,9 +12,11 @@ import asyncpg
 from aiohttp.test_utils import TestServer
 
 from timebank_realtime.app import TAILER
-from timebank_realtime.normalize import normalize
-from timebank_realtime.payload import parse_payload
-from timebank_realtime.store import EventStore, create_pool
+from timebank_realtime.chainhook.models import parse_payload
+from timebank_realtime.chainhook.normalize import normalize
+from timebank_realtime.store.db import create_pool
+from timebank_realtime.store.deliveries import DeliveryWriter
+from timebank_realtime.store.reads import LogReader
 
 from .conftest import Listener, eventually, load_fixture, post_webhook, settle, url_of
 
@@ -45,7 +47,7 @@ async def test_concurrent_deliveries_never_let_a_reader_skip_a_cursor(
     client = await listener(url_of(server))
     await client.subscribe({})
     pool = await create_pool(database_url, min_size=1, max_size=2, connect_timeout=2, retry_seconds=2)
-    reader = EventStore(pool)
+    reader = LogReader(pool)
     observed: list[int] = []
     done = asyncio.Event()
 
@@ -118,7 +120,7 @@ async def test_a_commit_no_request_handler_saw_is_still_pushed(
     await client.subscribe({"event_type": "nft_mint_event"})
     # Write straight to the store, as another node (or a crashed one) would: only the log knows.
     pool = await create_pool(database_url, min_size=1, max_size=1, connect_timeout=2, retry_seconds=2)
-    result = await EventStore(pool).apply_delivery(normalize(parse_payload(load_fixture(NFT))))
+    result = await DeliveryWriter(pool).apply_delivery(normalize(parse_payload(load_fixture(NFT))))
     await pool.close()
     assert result.applied == 5
     await eventually(lambda: len(client.received) == 1)

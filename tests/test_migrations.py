@@ -10,8 +10,7 @@ import asyncpg
 import pytest
 
 from timebank_realtime.errors import MigrationError
-from timebank_realtime.migrations import load_migrations, migrations_dir
-from timebank_realtime.store import apply_migrations
+from timebank_realtime.store.migrate import apply_migrations, load_migrations, migrations_dir
 
 
 @pytest.fixture

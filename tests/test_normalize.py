@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from timebank_realtime.chainhook.models import parse_payload
+from timebank_realtime.chainhook.normalize import normalize
+from timebank_realtime.chainhook.rows import TRANSACTION_ROW_INDEX
 from timebank_realtime.errors import PayloadError
-from timebank_realtime.normalize import TRANSACTION_ROW_INDEX, normalize
-from timebank_realtime.payload import parse_payload
 
 from .conftest import load_fixture
 from .expected import EXPECTED_ROWS, EXPECTED_VALUES, SUBNET, SUBNET_SENDER, row_tuple

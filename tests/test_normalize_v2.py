@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from timebank_realtime.normalize import EventRow, normalize
-from timebank_realtime.payload import V2Payload, parse_payload
+from timebank_realtime.chainhook.models import V2Payload, parse_payload
+from timebank_realtime.chainhook.normalize import normalize
+from timebank_realtime.events import EventRow
 
 from .conftest import load_fixture
 from .v2_payloads import DIKO_TRANSFER, v2_from_v1

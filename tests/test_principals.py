@@ -1,6 +1,6 @@
 import pytest
 
-from timebank_realtime.principals import (
+from timebank_realtime.chainhook.principals import (
     InvalidPrincipal,
     c32_decode,
     c32_encode,

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from timebank_realtime.chainhook.models import parse_payload
+from timebank_realtime.chainhook.normalize import normalize
+from timebank_realtime.chainhook.streaming import NeedsWholeParse, stream_rows
 from timebank_realtime.errors import PayloadError
-from timebank_realtime.normalize import normalize
-from timebank_realtime.payload import parse_payload
-from timebank_realtime.streaming import NeedsWholeParse, StreamSummary, stream_rows
+from timebank_realtime.events import DeliveryHeader
 
 from .conftest import FIXTURES, load_fixture
 from .payloads import synthetic_block, synthetic_payload
@@ -37,7 +38,7 @@ def whole(document: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
 
 
 def streamed(document: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    summary = StreamSummary()
+    summary = DeliveryHeader()
     rows = list(stream_rows(json.dumps(document).encode(), summary))
     return rows, {"format": summary.format, "chainhook_uuid": summary.chainhook_uuid,
                   "apply_blocks": summary.apply_blocks, "skipped_events": summary.skipped_events,
@@ -103,4 +104,4 @@ def test_what_cannot_stream_says_so(change: str) -> None:
     if change == "not_json":
         body = body[:-10]
     with pytest.raises(NeedsWholeParse):
-        list(stream_rows(body, StreamSummary()))
+        list(stream_rows(body, DeliveryHeader()))

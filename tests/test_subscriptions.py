@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from timebank_realtime.principals import encode_standard_principal
+from timebank_realtime.chainhook.principals import encode_standard_principal
 from timebank_realtime.realtime.subscriptions import FilterError, SubscriptionRegistry, parse_filter
 
 from .expected import MONSTERS

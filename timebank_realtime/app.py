@@ -19,11 +19,13 @@ from .history import HistoryHandlers
 from .http_errors import error_response, json_errors
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
-from .migrations import load_migrations
 from .openapi import openapi_document
 from .realtime.hub import RealtimeHub
 from .settings import Settings
-from .store import EventStore, apply_migrations, create_pool
+from .store.db import create_pool
+from .store.deliveries import DeliveryWriter
+from .store.migrate import apply_migrations, load_migrations
+from .store.reads import HistoryReader, LogReader
 from .tailer import Pushed, Tailer
 from .webhook import make_webhook_handler
 
@@ -33,7 +35,9 @@ STATIC = (Path(__file__).parent / "static").resolve()
 
 SETTINGS = web.AppKey("settings", Settings)
 DSN = web.AppKey("dsn", str)
-STORE = web.AppKey("store", EventStore)
+WRITER = web.AppKey("writer", DeliveryWriter)
+LOG = web.AppKey("log", LogReader)
+HISTORY = web.AppKey("history", HistoryReader)
 HUB = web.AppKey("hub", RealtimeHub)
 TAILER = web.AppKey("tailer", Tailer)
 TAILER_TASK = web.AppKey("tailer_task", asyncio.Task[None])
@@ -94,7 +98,11 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
                              connect_timeout=settings.db_connect_timeout_seconds,
                              retry_seconds=settings.db_startup_retry_seconds)
     app[DSN] = dsn
-    app[STORE] = EventStore(pool, acquire_timeout=settings.db_connect_timeout_seconds)
+    # One pool for all: the webhook writes; the tailer, the sockets and the history API only read.
+    acquire_timeout = settings.db_connect_timeout_seconds
+    app[WRITER] = DeliveryWriter(pool, acquire_timeout=acquire_timeout)
+    app[LOG] = LogReader(pool, acquire_timeout=acquire_timeout)
+    app[HISTORY] = HistoryReader(pool, acquire_timeout=acquire_timeout)
     yield
     # close() waits for every connection to come back; one stuck (a query cancelled at shutdown whose
     # cancel request gets no answer) would hold shutdown forever.
@@ -107,11 +115,11 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _tailer(app: web.Application) -> AsyncIterator[None]:
-    settings, hub, store = app[SETTINGS], app[HUB], app[STORE]
+    settings, hub, log = app[SETTINGS], app[HUB], app[LOG]
     # Live subscribers start from "now": the log's head when this process starts.
-    pushed = Pushed(cursor=await store.last_cursor(), tip=await store.chain_tip())
-    hub.bind(store, pushed)
-    tailer = Tailer(store, app[DSN], hub.publish, pushed,
+    pushed = Pushed(cursor=await log.last_cursor(), tip=await app[HISTORY].chain_tip())
+    hub.bind(log, pushed)
+    tailer = Tailer(log, app[DSN], hub.publish, pushed,
                     poll_seconds=settings.tailer_poll_seconds, batch_size=settings.tailer_batch_size,
                     connect_timeout=settings.db_connect_timeout_seconds)
     app[TAILER] = tailer
@@ -172,7 +180,7 @@ async def _readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "unready", "reasons": ["shutting_down"]}, status=503)
     reasons: list[str] = []
     try:
-        version = await app[STORE].schema_version()
+        version = await app[HISTORY].schema_version()
         shipped = len(load_migrations())
         if version < shipped:
             reasons.append(f"migrations applied up to {version}, this version ships {shipped}")
@@ -279,13 +287,13 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_tailer)
     app.on_shutdown.append(_close_sockets)
     app.router.add_post("/api/webhooks/chainhook", _counted(app[IN_FLIGHT], make_webhook_handler(
-        STORE, DRAINING, settings.chainhook_webhook_secret, settings.max_payload_bytes,
+        WRITER, DRAINING, settings.chainhook_webhook_secret, settings.max_payload_bytes,
         settings.stream_delivery_bytes, metrics)))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/api/openapi.json", _openapi_handler())
-    app.router.add_routes(HistoryHandlers(STORE, HUB).routes())
+    app.router.add_routes(HistoryHandlers(HISTORY, HUB).routes())
     app.router.add_get("/client/timebank-realtime.js", _browser_client)
     app.router.add_get("/", _dashboard)
     app.router.add_get("/static/{path:.+}", _static)

@@ -19,10 +19,12 @@ from pydantic import ValidationError
 from .app import create_app, drain, migrate, resolve_dsn
 from .client import SubscriptionRefused, TimebankClient
 from .errors import MigrationError
+from .events import FILTER_FIELDS
 from .http_protocol import AppRunner
 from .importer import ImportAborted, ImportProgress, import_files
 from .settings import Settings
-from .store import EventStore, create_pool
+from .store.db import create_pool
+from .store.deliveries import DeliveryWriter
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -130,7 +132,7 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
         pool = await create_pool(dsn, min_size=1, max_size=1, connect_timeout=settings.db_connect_timeout_seconds,
                                  retry_seconds=settings.db_startup_retry_seconds)
         try:
-            return await import_files(EventStore(pool), paths, batch_events=args.batch_events,
+            return await import_files(DeliveryWriter(pool), paths, batch_events=args.batch_events,
                                       abort_on_error=args.abort_on_error, report=_progress_reporter(sys.stderr))
         finally:
             await pool.close()
@@ -149,7 +151,7 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
 
 def _tail(args: argparse.Namespace) -> int:
     subscription: dict[str, Any] = {}
-    for name in ("contract", "address", "event_type", "tx_hash"):
+    for name in FILTER_FIELDS:
         values = getattr(args, name)
         if values:
             subscription[name] = values if len(values) > 1 else values[0]
@@ -191,8 +193,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="stop at the first malformed line instead of reporting and skipping it")
     tail = commands.add_parser("tail", help="print live events from a running service")
     tail.add_argument("--url", default="http://127.0.0.1:3000")
-    for name in ("contract", "address", "event-type", "tx-hash"):
-        tail.add_argument(f"--{name}", dest=name.replace("-", "_"), action="append", default=[])
+    for name in FILTER_FIELDS:
+        tail.add_argument(f"--{name.replace('_', '-')}", dest=name, action="append", default=[])
     tail.add_argument("--since", default="now", help="cursor to replay from, or now (default)")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument("--token", help="JWT, when the server sets SOCKET_AUTH_SECRET")

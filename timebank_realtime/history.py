@@ -10,7 +10,7 @@ from .queries import ParamError, parse_event_query, parse_integer
 from .realtime.hub import RealtimeHub
 from .realtime.messages import stored_event
 from .realtime.subscriptions import FilterError, validate_value
-from .store import EventStore
+from .store.reads import HistoryReader
 
 
 def _unavailable() -> web.Response:
@@ -22,8 +22,8 @@ def _bad_param(param: str, message: str) -> web.Response:
 
 
 class HistoryHandlers:
-    def __init__(self, store_key: web.AppKey[EventStore], hub_key: web.AppKey[RealtimeHub]) -> None:
-        self._store_key = store_key
+    def __init__(self, reader_key: web.AppKey[HistoryReader], hub_key: web.AppKey[RealtimeHub]) -> None:
+        self._reader_key = reader_key
         self._hub_key = hub_key
 
     def routes(self) -> list[web.RouteDef]:
@@ -41,7 +41,7 @@ class HistoryHandlers:
         except ParamError as error:
             return _bad_param(error.param, error.message)
         try:
-            rows = await request.app[self._store_key].events_page(query)
+            rows = await request.app[self._reader_key].events_page(query)
         except DatabaseUnavailable:
             return _unavailable()
         page = rows[: query.limit]
@@ -57,7 +57,7 @@ class HistoryHandlers:
         except ParamError as error:
             return _bad_param("id", f"{raw!r} is not an event id: {error.message}")
         try:
-            row = await request.app[self._store_key].event_by_id(event_id)
+            row = await request.app[self._reader_key].event_by_id(event_id)
         except DatabaseUnavailable:
             return _unavailable()
         if row is None:
@@ -70,7 +70,7 @@ class HistoryHandlers:
         except FilterError as error:
             return _bad_param("tx_hash", error.message)
         try:
-            rows = await request.app[self._store_key].transaction_events(tx_hash)
+            rows = await request.app[self._reader_key].transaction_events(tx_hash)
         except DatabaseUnavailable:
             return _unavailable()
         if not rows:
@@ -80,7 +80,7 @@ class HistoryHandlers:
     async def status(self, request: web.Request) -> web.Response:
         hub = request.app[self._hub_key]
         try:
-            stored = await request.app[self._store_key].status()
+            stored = await request.app[self._reader_key].status()
         except DatabaseUnavailable:
             return _unavailable()
         # Newest delivery first.

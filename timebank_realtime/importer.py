@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import jsoncodec
+from .chainhook.normalize import parse_delivery
+from .chainhook.rows import tip_height
 from .errors import PayloadError
-from .normalize import Delivery, normalize
-from .payload import parse_payload
-from .store import EventStore
+from .events import Delivery
+from .store.deliveries import DeliveryWriter
 
 
 class ImportAborted(RuntimeError):
@@ -58,7 +58,7 @@ def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: boo
             if not line.strip():
                 continue
             try:
-                delivery = normalize(parse_payload(jsoncodec.loads_payload(line)))
+                delivery = parse_delivery(line)
             except (UnicodeDecodeError, json.JSONDecodeError, PayloadError) as error:
                 message = f"{path}:{number}: {error}"
                 if abort_on_error:
@@ -74,17 +74,17 @@ def merge(batch: list[Delivery]) -> Delivery:
     return Delivery(format=first.format, chainhook_uuid=first.chainhook_uuid, rollback_block_hashes=(),
                     events=tuple(e for d in batch for e in d.events), apply_blocks=sum(d.apply_blocks for d in batch),
                     skipped_events=sum(d.skipped_events for d in batch),
-                    tip_height=max((d.tip_height for d in batch if d.tip_height is not None), default=None))
+                    tip_height=tip_height(d.tip_height for d in batch))
 
 
-async def import_files(store: EventStore, paths: list[Path], *, batch_events: int, abort_on_error: bool,
+async def import_files(writer: DeliveryWriter, paths: list[Path], *, batch_events: int, abort_on_error: bool,
                        report: Callable[[ImportProgress], None]) -> ImportProgress:
     progress = ImportProgress(total_bytes=sum(p.stat().st_size for p in paths))
     batch: list[Delivery] = []
 
     async def flush() -> None:
         if batch:
-            result = await store.apply_delivery(merge(batch) if len(batch) > 1 else batch[0])
+            result = await writer.apply_delivery(merge(batch) if len(batch) > 1 else batch[0])
             progress.applied += result.applied
             progress.duplicates += result.duplicates
             batch.clear()

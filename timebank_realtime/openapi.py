@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .normalize import EVENT_TYPES
+from .events import EVENT_TYPES
 from .queries import DEFAULT_LIMIT, MAX_INTEGER, MAX_LIMIT
 
 _CURSOR = {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER}

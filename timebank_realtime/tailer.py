@@ -19,7 +19,8 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from .errors import DatabaseUnavailable
-from .store import EventStore, listen
+from .store.db import listen
+from .store.reads import LogReader
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ class Pushed:
 
 
 class Tailer:
-    def __init__(self, store: EventStore, dsn: str, publish: Publish, pushed: Pushed, *,
+    def __init__(self, log: LogReader, dsn: str, publish: Publish, pushed: Pushed, *,
                  poll_seconds: float, batch_size: int, connect_timeout: float) -> None:
-        self._store = store
+        self._log = log
         self._dsn = dsn
         self._publish = publish
         self.pushed = pushed
@@ -141,7 +142,7 @@ class Tailer:
 
     async def _catch_up(self) -> None:
         while True:
-            records = await self._store.changes_after(self.pushed.cursor, self._batch_size)
+            records = await self._log.changes_after(self.pushed.cursor, self._batch_size)
             if not records:
                 self._progress_at = time.monotonic()
                 return

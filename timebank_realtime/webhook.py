@@ -14,14 +14,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import SecretStr
 
-from . import jsoncodec
+from .chainhook.normalize import parse_delivery
+from .chainhook.streaming import NeedsWholeParse, stream_rows
 from .errors import DatabaseUnavailable, PayloadError
+from .events import DeliveryHeader
 from .http_errors import error_response
 from .metrics import Metrics
-from .normalize import Delivery, normalize
-from .payload import parse_payload
-from .store import DeliveryResult, EventStore
-from .streaming import NeedsWholeParse, StreamSummary, stream_rows
+from .store.deliveries import DeliveryResult, DeliveryWriter
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +68,9 @@ def _header_bytes(value: str) -> bytes:
     return value.encode("utf-8", "surrogatepass")
 
 
-def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.AppKey[asyncio.Event],
+def make_webhook_handler(writer_key: web.AppKey[DeliveryWriter], draining_key: web.AppKey[asyncio.Event],
                          secret: SecretStr | None, max_bytes: int, stream_bytes: int, metrics: Metrics) -> Handler:
-    """``stream_bytes``: bodies larger than this are stored while they are parsed (streaming.py)."""
+    """``stream_bytes``: bodies larger than this are stored while they are parsed (chainhook/streaming.py)."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -97,7 +96,7 @@ def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.Ap
         if isinstance(body, web.Response):
             return body, "unknown"
         try:
-            delivery, rows, result, streamed = await _store(request.app[store_key], body, stream_bytes)
+            delivery, result, streamed = await _store(request.app[writer_key], body, stream_bytes)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             return error_response(400, "invalid_json", f"the body is not JSON: {error}"), "unknown"
         except PayloadError as error:
@@ -106,13 +105,14 @@ def make_webhook_handler(store_key: web.AppKey[EventStore], draining_key: web.Ap
             logger.warning("delivery refused: database unavailable (%s)", error)
             return error_response(503, "database_unavailable",
                                   "the event store is unreachable; nothing was stored, retry later"), "unknown"
+        assert delivery.format is not None  # known once the delivery is stored
         _count(metrics, result)
         logger.info(
             "delivery format=%s chainhook=%s apply_blocks=%d rollback_blocks=%d tip=%s rows=%d "
             "applied=%d duplicates=%d rolled_back=%d restored=%d skipped=%d cursor=%s streamed=%s "
             "duration_ms=%.1f",
             delivery.format, delivery.chainhook_uuid or "-", delivery.apply_blocks,
-            len(delivery.rollback_block_hashes), delivery.tip_height, rows,
+            len(delivery.rollback_block_hashes), delivery.tip_height, delivery.rows + delivery.repeats,
             result.applied, result.duplicates, result.rolled_back, result.restored,
             delivery.skipped_events, result.last_cursor, streamed, (time.perf_counter() - started) * 1000,
         )
@@ -219,35 +219,31 @@ async def _read_body(request: web.Request, max_bytes: int) -> bytearray:
     return body
 
 
-async def _store(store: EventStore, body: bytearray,
-                 stream_bytes: int) -> tuple[Delivery, int, DeliveryResult, bool]:
-    """Store the delivery: streamed when large and of the common shape, else parsed whole. Returns it,
-    how many rows it held, what was stored, and whether it streamed."""
+async def _store(writer: DeliveryWriter, body: bytearray,
+                 stream_bytes: int) -> tuple[DeliveryHeader, DeliveryResult, bool]:
+    """Store the delivery: streamed when large and of the common shape, else parsed whole. Returns
+    what the delivery was, what was stored, and whether it streamed."""
     if len(body) > stream_bytes:
-        streamed = await _store_streamed(store, body)
-        if streamed is not None:
-            return (*streamed, True)
-    delivery = normalize(parse_payload(jsoncodec.loads_payload(body)))
-    return delivery, len(delivery.events), await store.apply_delivery(delivery), False
+        streamed = DeliveryHeader()
+        result = await _store_streamed(writer, body, streamed)
+        if result is not None:
+            return streamed, result, True
+    delivery = parse_delivery(body)
+    return delivery, await writer.apply_delivery(delivery), False
 
 
-async def _store_streamed(store: EventStore, body: bytearray) -> tuple[Delivery, int, DeliveryResult] | None:
-    """Store a large delivery while parsing it (see streaming.py). None when it has to be parsed
-    whole instead: a shape that cannot stream, or rows stored before (repeats, restores)."""
-    summary = StreamSummary()
+async def _store_streamed(writer: DeliveryWriter, body: bytearray, delivery: DeliveryHeader) -> DeliveryResult | None:
+    """Store a large delivery while parsing it (see chainhook/streaming.py), filling in ``delivery``.
+    None when it has to be parsed whole instead: a shape that cannot stream, or rows stored before
+    (repeats, restores)."""
     try:
-        result = await store.append_stream(stream_rows(body, summary), summary)
+        result = await writer.append_stream(stream_rows(body, delivery), delivery)
     except NeedsWholeParse as reason:
         logger.info("delivery parsed whole: %s", reason)
         return None
     if result is None:
         logger.info("delivery parsed whole: some of its rows were stored before")
-        return None
-    assert summary.format is not None
-    delivery = Delivery(format=summary.format, chainhook_uuid=summary.chainhook_uuid, rollback_block_hashes=(),
-                        events=(), apply_blocks=summary.apply_blocks, skipped_events=summary.skipped_events,
-                        tip_height=summary.tip_height)
-    return delivery, summary.rows + summary.repeats, result
+    return result
 
 
 def _count(metrics: Metrics, result: DeliveryResult) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import jwt
 
 from ..errors import CodedError
-from .subscriptions import FIELDS, Filter, FilterError, parse_filter
+from ..events import FILTER_FIELDS as FIELDS
+from .subscriptions import Filter, FilterError, parse_filter
 
 
 class AuthError(CodedError):

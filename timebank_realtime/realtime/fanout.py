@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from ..errors import DatabaseUnavailable
 from ..metrics import Metrics
 from ..settings import Settings
-from ..store import EventStore
+from ..store.reads import LogReader
 from .messages import BATCH, EOSE, batch_message, message_for
 from .outbox import SLOW_CONSUMER_HARD_FACTOR, Outbox, Writer
 from .sessions import Session, Subscription, replay_groups
@@ -59,10 +59,10 @@ class Fanout:
         # the webhook and the tailer share: at most half the pool reads for replays (one connection
         # of a pool of one).
         self._replay_slots = asyncio.Semaphore(max(1, settings.db_pool_max_size // 2))
-        self._log: EventStore | None = None
+        self._log: LogReader | None = None
         self._pushed: Pushed | None = None
 
-    def bind(self, log: EventStore, pushed: Pushed) -> None:
+    def bind(self, log: LogReader, pushed: Pushed) -> None:
         self._log, self._pushed = log, pushed
 
     @property

@@ -19,7 +19,7 @@ from aiohttp import web
 from ..errors import DatabaseUnavailable
 from ..metrics import Metrics
 from ..settings import Settings
-from ..store import EventStore
+from ..store.reads import LogReader
 from .auth import AuthError, verify_token
 from .fanout import Fanout, Pushed
 from .messages import HEARTBEAT, heartbeat_message
@@ -51,7 +51,7 @@ class RealtimeHub:
                              tasks=self._tasks, disconnect=self._disconnect)
         metrics.watch(lambda: len(self.sessions), lambda: self.registry.count_by_kind(), lambda: dict(self.wire.writes))
         self._auth_secret = settings.socket_auth_secret.get_secret_value() if settings.socket_auth_secret else None
-        self._log: EventStore | None = None
+        self._log: LogReader | None = None
         self._pushed: PushedWithTip | None = None
         self._expiries: dict[str, asyncio.TimerHandle] = {}
         self.wire.on("connect", self._on_connect)
@@ -62,7 +62,7 @@ class RealtimeHub:
     def attach(self, app: web.Application) -> None:
         self.wire.attach(app)
 
-    def bind(self, log: EventStore, pushed: PushedWithTip) -> None:
+    def bind(self, log: LogReader, pushed: PushedWithTip) -> None:
         """Read replays from ``log``; live subscribers get what the tailer pushes after ``pushed``."""
         self._log, self._pushed = log, pushed
         self.fanout.bind(log, pushed)

@@ -13,15 +13,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..chainhook.principals import InvalidPrincipal, validate_contract_id, validate_principal
 from ..errors import CodedError
-from ..normalize import EVENT_TYPES
-from ..principals import InvalidPrincipal, validate_contract_id, validate_principal
+from ..events import EVENT_TYPES
+from ..events import FILTER_FIELDS as FIELDS
 
 DEFAULT_MAX_VALUES = 100
 MAX_CURSOR = 2**63 - 1
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")  # fullmatch: "$" would also take a trailing newline
-# Most selective first: the index key of a filter is the first of these it names.
-FIELDS = ("tx_hash", "contract", "address", "event_type")
 # Forms sent by existing Time Bank clients: {"type": ..., <field>: value}.
 _LEGACY_FORMS = {"contract": ("contractId", "contract"), "user": ("address", "address"),
                  "event-type": ("eventType", "event_type")}

@@ -16,25 +16,26 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import ijson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from . import jsoncodec
-from .errors import PayloadError
-from .normalize import EventRow, Format, v1_transaction_rows, v2_transaction_rows
-from .payload import (
+from .. import jsoncodec
+from ..errors import PayloadError
+from ..events import DeliveryHeader, EventRow, Format
+from . import v1, v2
+from .models import (
     BlockIdentifier,
     Timestamp,
     V1Block,
     V1Transaction,
     V2Block,
     V2Transaction,
-    json_path,
     parse_payload,
+    payload_error,
 )
+from .rows import tip_height
 
 _READ_SIZE = 64 * 1024
 # With the depth limit, at most a few MB of prefixes per read (see _Reader.read).
@@ -54,20 +55,6 @@ class _BlockHeader(BaseModel):
     model_config = ConfigDict(extra="ignore")
     block_identifier: BlockIdentifier
     timestamp: Timestamp
-
-
-@dataclass
-class StreamSummary:
-    """What the delivery was, known fully once its rows have all been taken."""
-
-    format: Format | None = None
-    chainhook_uuid: str = ""
-    apply_blocks: int = 0
-    skipped_events: int = 0
-    tip_height: int | None = None
-    rows: int = 0
-    repeats: int = 0
-    _seen: set[tuple[str, str, int]] = field(default_factory=set)
 
 
 class _Reader:
@@ -94,24 +81,26 @@ class _Reader:
         return chunk
 
 
-def stream_rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]:
-    """The delivery's rows, each natural key once (repeats counted in ``summary``)."""
-    for row in _rows(body, summary):
-        if row.natural_key in summary._seen:
-            summary.repeats += 1
+def stream_rows(body: bytes | bytearray, delivery: DeliveryHeader) -> Iterator[EventRow]:
+    """The delivery's rows, each natural key once, filling in ``delivery`` as the body is read (it is
+    complete once the last row has been taken)."""
+    seen: set[tuple[str, str, int]] = set()
+    for row in _rows(body, delivery):
+        if row.natural_key in seen:
+            delivery.repeats += 1
             continue
-        summary._seen.add(row.natural_key)
-        summary.rows += 1
+        seen.add(row.natural_key)
+        delivery.rows += 1
         yield row
 
 
 _OPEN = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
 
 
-def _rows(body: bytes | bytearray, summary: StreamSummary) -> Iterator[EventRow]:
+def _rows(body: bytes | bytearray, delivery: DeliveryHeader) -> Iterator[EventRow]:
     events = ijson.parse(_Reader(body), use_float=True)
     try:
-        yield from _rows_of(events, summary)
+        yield from _rows_of(events, delivery)
     except PayloadError:
         # A body that is not JSON is a 400 whatever it held before the syntax error: read on.
         _drain(events)
@@ -133,7 +122,7 @@ def _drain(events: Iterator[tuple[str, str, Any]]) -> None:
         raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
 
 
-def _rows_of(events: Iterator[tuple[str, str, Any]], summary: StreamSummary) -> Iterator[EventRow]:
+def _rows_of(events: Iterator[tuple[str, str, Any]], delivery: DeliveryHeader) -> Iterator[EventRow]:
     skeleton = ijson.ObjectBuilder()
     transaction: ijson.ObjectBuilder | None = None
     level = tx_level = 0
@@ -148,25 +137,25 @@ def _rows_of(events: Iterator[tuple[str, str, Any]], summary: StreamSummary) -> 
         if transaction is not None:
             transaction.event(event, value)
             if level < tx_level:
-                assert block is not None and summary.format is not None
-                yield from _transaction_rows(summary, block, block_number, tx_number, transaction.value)
+                assert block is not None and delivery.format is not None
+                yield from _transaction_rows(delivery, block, block_number, tx_number, transaction.value)
                 transaction, tx_number = None, tx_number + 1
             continue
         if event == "map_key" or prefix in _ROLLBACKS:
-            keys.note(prefix, event, value, summary)
-        elif summary.format is not None and prefix == _BLOCKS[summary.format] + ".transactions.item":
+            keys.note(prefix, event, value, delivery)
+        elif delivery.format is not None and prefix == _BLOCKS[delivery.format] + ".transactions.item":
             _expect_object(event, "a transaction")
             if block is None:
-                block = _block(summary.format, skeleton.value, block_number)
+                block = _block(delivery.format, skeleton.value, block_number)
             transaction, tx_level = ijson.ObjectBuilder(), level
             transaction.event(event, value)
             continue
-        elif summary.format is not None and prefix == _BLOCKS[summary.format] and event != "end_map":
+        elif delivery.format is not None and prefix == _BLOCKS[delivery.format] and event != "end_map":
             _expect_object(event, "a block")
             block_number, tx_number, block = block_number + 1, 0, None
             keys.new_block()
         skeleton.event(event, value)
-    _finish(summary, skeleton.value)
+    _finish(delivery, skeleton.value)
 
 
 def _expect_object(event: str, what: str) -> None:
@@ -186,17 +175,17 @@ class _KeyGuard:
     def new_block(self) -> None:
         self._seen.pop("block", None)
 
-    def note(self, prefix: str, event: str, key: Any, summary: StreamSummary) -> None:
+    def note(self, prefix: str, event: str, key: Any, delivery: DeliveryHeader) -> None:
         if event != "map_key":
             if event == "start_map":  # of a block in rollback
                 raise NeedsWholeParse("rollbacks are applied before the rows")
             return
         if prefix == "":
-            _note_format(summary, key)
+            _note_format(delivery, key)
             scope = "root"
         elif prefix == "event":
             scope = "event"
-        elif summary.format is not None and prefix == _BLOCKS[summary.format]:
+        elif delivery.format is not None and prefix == _BLOCKS[delivery.format]:
             scope = "block"
         else:
             return
@@ -206,13 +195,13 @@ class _KeyGuard:
         seen.add(key)
 
 
-def _note_format(summary: StreamSummary, key: str) -> None:
+def _note_format(delivery: DeliveryHeader, key: str) -> None:
     if key == "event":
-        if summary.format == "v1":
+        if delivery.format == "v1":
             raise NeedsWholeParse("both v1 and 2.0 keys")
-        summary.format = "v2"
-    elif key in ("apply", "rollback") and summary.format is None:
-        summary.format = "v1"
+        delivery.format = "v2"
+    elif key in ("apply", "rollback") and delivery.format is None:
+        delivery.format = "v1"
 
 
 def _block(fmt: Format, document: Any, block_number: int) -> V1Block | V2Block:
@@ -227,44 +216,39 @@ def _block(fmt: Format, document: Any, block_number: int) -> V1Block | V2Block:
     try:
         fields = _BlockHeader.model_validate(header)
     except ValidationError as error:
-        raise _payload_error(error, path) from None
+        raise payload_error(error, path) from None
     model = V1Block if fmt == "v1" else V2Block
     return model.model_construct(block_identifier=fields.block_identifier, timestamp=fields.timestamp,
                                  transactions=[])
 
 
-def _transaction_rows(summary: StreamSummary, block: V1Block | V2Block, block_number: int, tx_number: int,
+def _transaction_rows(delivery: DeliveryHeader, block: V1Block | V2Block, block_number: int, tx_number: int,
                       document: Any) -> list[EventRow]:
-    if summary.format == "v1":
+    if delivery.format == "v1":
         path = f"$.apply[{block_number}].transactions[{tx_number}]"
         assert isinstance(block, V1Block)
-        rows, skipped = v1_transaction_rows(block, _validated(_V1_TRANSACTION, document, path), tx_number, path)
-        summary.skipped_events += skipped
+        rows, skipped = v1.transaction_rows(block, _validated(_V1_TRANSACTION, document, path), tx_number, path)
+        delivery.skipped_events += skipped
         return rows
     assert isinstance(block, V2Block)
     path = f"$.event.apply[{block_number}].transactions[{tx_number}]"
-    return v2_transaction_rows(block, _validated(_V2_TRANSACTION, document, path))
+    return v2.transaction_rows(block, _validated(_V2_TRANSACTION, document, path))
 
 
 def _validated(adapter: TypeAdapter[Any], document: Any, path: str) -> Any:
     try:
         return adapter.validate_python(document)
     except ValidationError as error:
-        raise _payload_error(error, path) from None
+        raise payload_error(error, path) from None
 
 
-def _payload_error(error: ValidationError, path: str) -> PayloadError:
-    first = error.errors(include_url=False)[0]
-    return PayloadError(first["msg"], path=path + json_path(tuple(first["loc"]))[1:])
-
-
-def _finish(summary: StreamSummary, document: Any) -> None:
-    """Validate everything but the transactions (already done) and fill in the summary."""
+def _finish(delivery: DeliveryHeader, document: Any) -> None:
+    """Validate everything but the transactions (already done) and fill in the rest of ``delivery``."""
     payload = parse_payload(document)  # PayloadError names the problem, with its path
-    blocks = payload.apply if summary.format == "v1" else payload.event.apply  # type: ignore[union-attr]
-    rollbacks = payload.rollback if summary.format == "v1" else payload.event.rollback  # type: ignore[union-attr]
+    blocks = payload.apply if delivery.format == "v1" else payload.event.apply  # type: ignore[union-attr]
+    rollbacks = payload.rollback if delivery.format == "v1" else payload.event.rollback  # type: ignore[union-attr]
     if rollbacks:
         raise NeedsWholeParse("rollbacks are applied before the rows")
-    summary.chainhook_uuid = payload.chainhook.uuid
-    summary.apply_blocks = len(blocks)
-    summary.tip_height = max((b.block_identifier.index for b in blocks), default=None)
+    delivery.chainhook_uuid = payload.chainhook.uuid
+    delivery.apply_blocks = len(blocks)
+    delivery.tip_height = tip_height(b.block_identifier.index for b in blocks)

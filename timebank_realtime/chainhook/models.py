@@ -1,4 +1,5 @@
-"""Pydantic models of the two Chainhook webhook formats, and detection of which one a body is.
+"""Pydantic models of the two Chainhook webhook formats, detection of which one a body is, and how a
+validation failure is reported (PayloadError, with the JSON path of the first problem).
 
 Only the fields we read are modelled; everything else Chainhook sends is allowed and ignored,
 so that a newer Chainhook adding fields never makes us refuse a delivery.
@@ -13,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from .errors import PayloadError
+from ..errors import PayloadError
 
 # Limits on the values that reach indexed columns or typed conversions. A value the models accept must
 # store: past these PostgreSQL (int64/int32 columns, btree rows of at most ~2.7 KB) or Python
@@ -230,12 +231,19 @@ _V1 = TypeAdapter(V1Payload)
 _V2 = TypeAdapter(V2Payload)
 
 
-def json_path(location: tuple[int | str, ...]) -> str:
+def _json_path(location: tuple[int | str, ...]) -> str:
     """Render a pydantic error location as a JSON path: ``$.apply[0].transactions[2].metadata``."""
     path = "$"
     for part in location:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
+
+
+def payload_error(error: ValidationError, path: str = "$") -> PayloadError:
+    """The first problem pydantic found, named by its JSON path; ``path`` is where the validated
+    value sits in the body (its root by default)."""
+    first = error.errors(include_url=False)[0]
+    return PayloadError(first["msg"], path=path + _json_path(tuple(first["loc"]))[1:])
 
 
 def parse_payload(body: Any) -> Payload:
@@ -255,6 +263,5 @@ def parse_payload(body: Any) -> Payload:
     try:
         payload: Payload = adapter.validate_python(body)
     except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        raise PayloadError(first["msg"], path=json_path(tuple(first["loc"]))) from None
+        raise payload_error(error) from None
     return payload

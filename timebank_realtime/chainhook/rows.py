@@ -1,0 +1,94 @@
+"""Row building shared by both formats: a transaction's context, affected addresses, contracts of
+assets, decoded Clarity values, the tip height. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..events import EventRow
+from .clarity import ClarityDecodeError, decode_hex
+from .models import V1Block, V2Block
+from .principals import is_principal
+
+# Transaction rows have no event of their own; -1 keeps them apart from real event positions.
+TRANSACTION_ROW_INDEX = -1
+
+
+def tip_height(heights: Iterable[int | None]) -> int | None:
+    """The highest of the given block heights (blocks applied, or deliveries' tips), if any."""
+    return max((height for height in heights if height is not None), default=None)
+
+
+def _timestamp(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def contract_of_asset(asset_identifier: str) -> str:
+    """``SP….token::name`` -> ``SP….token``."""
+    return asset_identifier.split("::", 1)[0]
+
+
+def principals_in(value: Any) -> Iterator[str]:
+    """Every checksum-valid principal string found anywhere inside a decoded value."""
+    if isinstance(value, str):
+        if value.startswith("S") and is_principal(value):
+            yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from principals_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from principals_in(item)
+
+
+def addresses(*groups: Iterable[str | None]) -> tuple[str, ...]:
+    """The non-empty addresses of all groups, each once, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for group in groups:
+        for address in group:
+            if address:
+                seen.setdefault(address, None)
+    return tuple(seen)
+
+
+def with_decoded_value(data: dict[str, Any]) -> dict[str, Any]:
+    """Add ``value`` decoded from ``raw_value`` when Chainhook sent only hex."""
+    raw = data.get("raw_value")
+    if "value" in data or not isinstance(raw, str):
+        return data
+    try:
+        return {**data, "value": decode_hex(raw)}
+    except ClarityDecodeError as error:
+        # A value we cannot decode must not cost the delivery: keep the hex and say why.
+        return {**data, "value": None, "decode_error": str(error)}
+
+
+@dataclass(frozen=True, slots=True)
+class TxContext:
+    """What every row of one transaction shares."""
+
+    block: V1Block | V2Block
+    tx_hash: str
+    tx_index: int
+    sender: str
+    success: bool
+    contract_id: str
+
+    def row(self, event_index: int, contract_id: str, event_type: str, data: dict[str, Any],
+            addresses: tuple[str, ...]) -> EventRow:
+        return EventRow(
+            tx_hash=self.tx_hash,
+            block_height=self.block.block_identifier.index,
+            block_hash=self.block.block_identifier.hash,
+            tx_index=self.tx_index,
+            event_index=event_index,
+            contract_id=contract_id,
+            event_type=event_type,
+            event_data=data,
+            affected_addresses=addresses,
+            success=self.success,
+            timestamp=_timestamp(self.block.timestamp),
+        )

@@ -1,0 +1,96 @@
+"""The shared vocabulary of the service: what an event row is, what a delivery holds, which event
+types and filter fields exist. The parsers produce these, the store writes and reads them, the
+socket and HTTP edges name their fields. Pure: no I/O, no dependencies on either side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal
+
+EVENT_TYPES = (
+    "print_event",
+    "stx_transfer_event",
+    "stx_mint_event",
+    "stx_burn_event",
+    "stx_lock_event",
+    "ft_transfer_event",
+    "ft_mint_event",
+    "ft_burn_event",
+    "nft_transfer_event",
+    "nft_mint_event",
+    "nft_burn_event",
+    "data_var_set_event",
+    "data_map_insert_event",
+    "data_map_update_event",
+    "data_map_delete_event",
+    "contract_call",
+    "contract_deployment",
+)
+
+# What a subscription (and a replay read of the log) can filter on.
+# Most selective first: the index key of a filter is the first of these it names.
+FILTER_FIELDS = ("tx_hash", "contract", "address", "event_type")
+
+Format = Literal["v1", "v2"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    tx_hash: str
+    block_height: int
+    block_hash: str
+    tx_index: int
+    event_index: int
+    contract_id: str
+    event_type: str
+    event_data: dict[str, Any]
+    affected_addresses: tuple[str, ...]
+    success: bool
+    timestamp: datetime
+
+    @property
+    def natural_key(self) -> tuple[str, str, int]:
+        return (self.block_hash, self.tx_hash, self.event_index)
+
+
+# The columns of chainhook_events that hold an EventRow: named as its fields, in their order. The
+# store adds its own (id, last_cursor, canonical, source_format) around them.
+EVENT_COLUMNS = tuple(f.name for f in fields(EventRow))
+
+
+@dataclass(slots=True)
+class DeliveryHeader:
+    """Everything about a delivery but its rows: its format and chainhook, the blocks it rolls back and
+    applies, how many rows it holds. Parsed whole, a delivery knows all of it at once (Delivery);
+    streamed, the parser fills it in as it reads the body: the format before the first row, the rest
+    once the last row has been taken."""
+
+    format: Format | None = None
+    chainhook_uuid: str = ""
+    rollback_block_hashes: tuple[str, ...] = ()
+    apply_blocks: int = 0
+    skipped_events: int = 0
+    tip_height: int | None = None
+    rows: int = 0  # rows of a natural key of their own: the ones the store keeps
+    repeats: int = 0  # rows repeating the natural key of an earlier one
+
+
+@dataclass(slots=True)
+class Delivery(DeliveryHeader):
+    """A delivery parsed whole: roll these blocks back, then apply these rows. ``rows`` and
+    ``repeats`` are counted from ``events``; ``distinct_events`` holds the first row of each natural
+    key, in order (a payload can repeat a row, and the store keeps the first)."""
+
+    format: Format  # always known once the whole body is parsed
+    events: tuple[EventRow, ...] = ()
+    distinct_events: tuple[EventRow, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        first: dict[tuple[str, str, int], EventRow] = {}
+        for row in self.events:
+            first.setdefault(row.natural_key, row)
+        self.distinct_events = tuple(first.values())
+        self.rows = len(first)
+        self.repeats = len(self.events) - len(first)

@@ -1,0 +1,154 @@
+"""The read side: the change log, for the tailer and socket replays (LogReader), and stored events,
+for the history API and the health checks (HistoryReader). Neither writes."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from ..events import EVENT_COLUMNS
+from ..queries import EventQuery
+from .db import Database
+
+
+def _event_column_list(table: str = "") -> str:
+    return ", ".join(f'{table}"{name}"' for name in EVENT_COLUMNS)
+
+
+_CHANGES_SQL = f"""
+SELECT c."cursor", c.change, c.committed_at, e.id, {_event_column_list("e.")}
+FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id
+WHERE {{where}} ORDER BY c."cursor" LIMIT $2
+"""
+
+# The filter fields (events.FILTER_FIELDS), as SQL over the joined event (values are always bound parameters).
+_MATCH_CONDITIONS = {
+    "tx_hash": "e.tx_hash = ANY(${n}::text[])",
+    "contract": "e.contract_id = ANY(${n}::text[])",
+    "address": "e.affected_addresses && ${n}::text[]",
+    "event_type": "e.event_type = ANY(${n}::text[])",
+}
+
+
+class LogReader:
+    """The change log in cursor order: where it ends, and what follows a cursor."""
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float = 10.0) -> None:
+        self._db = Database(pool, acquire_timeout=acquire_timeout)
+
+    async def last_cursor(self) -> int:
+        async with self._db.connection() as conn:
+            value: int = await conn.fetchval("SELECT last_cursor FROM chainhook_cursor")
+            return value
+
+    async def changes_after(self, cursor: int, limit: int, *, upto: int | None = None,
+                            match: Sequence[Mapping[str, Collection[str]]] = ()) -> list[dict[str, Any]]:
+        """The next ``limit`` changes after ``cursor`` (and at most ``upto``), in cursor order, with their
+        event's columns. ``match`` keeps only changes whose event matches any of the given filters (a
+        filter matches when every field it names does; an empty one matches everything)."""
+        conditions = ['c."cursor" > $1']
+        arguments: list[Any] = [cursor, limit]
+        if upto is not None:
+            arguments.append(upto)
+            conditions.append(f'c."cursor" <= ${len(arguments)}')
+        if match and all(match):
+            alternatives = []
+            for one in match:
+                fields = []
+                for field, values in one.items():
+                    arguments.append(sorted(values))
+                    fields.append(_MATCH_CONDITIONS[field].format(n=len(arguments)))
+                alternatives.append("(" + " AND ".join(fields) + ")")
+            conditions.append("(" + " OR ".join(alternatives) + ")")
+        return await self._db.fetch(_CHANGES_SQL.format(where=" AND ".join(conditions)), *arguments)
+
+
+_EVENT_COLUMNS = f'id, last_cursor AS "cursor", {_event_column_list()}, canonical'
+
+
+def _event_conditions(query: EventQuery) -> tuple[list[str], list[Any]]:
+    """WHERE clauses for a history query; every value is a bound parameter."""
+    single_type = query.event_types[0] if len(query.event_types) == 1 else None
+    several_types = list(query.event_types) if len(query.event_types) > 1 else None
+    wanted: list[tuple[str, Any]] = [
+        ("contract_id = {n}", query.contract),
+        ("affected_addresses @> ARRAY[{n}::text]", query.address),
+        # Equality lets the (event_type, last_cursor) index deliver rows already in cursor order.
+        ("event_type = {n}", single_type),
+        ("event_type = ANY({n}::text[])", several_types),
+        ("tx_hash = {n}", query.tx_hash),
+        ("block_height >= {n}", query.from_height),
+        ("block_height <= {n}", query.to_height),
+        ("success = {n}", query.success),
+        ("last_cursor > {n}", query.after),
+        ("last_cursor < {n}", query.before),
+    ]
+    conditions = [] if query.include_rolled_back else ["canonical"]
+    arguments: list[Any] = []
+    for template, value in wanted:
+        if value is not None:
+            arguments.append(value)
+            conditions.append(template.format(n=f"${len(arguments)}"))
+    return conditions, arguments
+
+
+def events_page_sql(query: EventQuery) -> tuple[str, ...]:
+    """The history query and its arguments (public so that the benchmark can EXPLAIN exactly it)."""
+    conditions, arguments = _event_conditions(query)
+    direction = "DESC" if query.order == "desc" else "ASC"
+    arguments.append(query.limit + 1)
+    sql = (f"SELECT {_EVENT_COLUMNS} FROM chainhook_events WHERE {' AND '.join(conditions) or 'TRUE'} "
+           f"ORDER BY last_cursor {direction} LIMIT ${len(arguments)}")
+    return (sql, *arguments)
+
+
+class HistoryReader:
+    """Stored events and what the service knows about its deliveries, for the history API, the
+    status and health endpoints, and the heartbeat's chain tip."""
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float = 10.0) -> None:
+        self._db = Database(pool, acquire_timeout=acquire_timeout)
+
+    async def events_page(self, query: EventQuery) -> list[dict[str, Any]]:
+        """Up to ``query.limit + 1`` events in cursor order (the extra row says whether more exist)."""
+        return await self._db.fetch(*events_page_sql(query))
+
+    async def event_by_id(self, event_id: int) -> dict[str, Any] | None:
+        rows = await self._db.fetch(f"SELECT {_EVENT_COLUMNS} FROM chainhook_events WHERE id = $1", event_id)
+        return rows[0] if rows else None
+
+    async def transaction_events(self, tx_hash: str) -> list[dict[str, Any]]:
+        return await self._db.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM chainhook_events WHERE tx_hash = $1 "
+            "ORDER BY canonical DESC, block_height, event_index", tx_hash)
+
+    async def status(self) -> dict[str, Any]:
+        rows = await self._db.fetch(
+            "SELECT (SELECT count(*) FROM chainhook_events) AS events, "
+            "(SELECT count(*) FROM chainhook_events WHERE NOT canonical) AS rolled_back, "
+            "(SELECT last_cursor FROM chainhook_cursor) AS cursor")
+        deliveries = await self._db.fetch(
+            "SELECT chainhook_uuid, source_format, last_block_height, last_delivery_at, deliveries "
+            "FROM chainhook_deliveries ORDER BY last_delivery_at DESC")
+        return {**rows[0], "chainhooks": deliveries}
+
+    async def schema_version(self) -> int:
+        """The newest applied migration; raises DatabaseUnavailable when the server cannot be asked."""
+        rows = await self._db.fetch("SELECT coalesce(max(version), 0) AS version FROM schema_migrations")
+        return int(rows[0]["version"])
+
+    async def chain_tip(self) -> dict[str, Any]:
+        """Highest canonical block seen, and when the log last changed."""
+        async with self._db.connection() as conn:
+            block = await conn.fetchrow(
+                "SELECT block_height, block_hash FROM chainhook_events WHERE canonical "
+                "ORDER BY block_height DESC LIMIT 1")
+            changed_at = await conn.fetchval(
+                'SELECT committed_at FROM chainhook_changes ORDER BY "cursor" DESC LIMIT 1')
+        return {
+            "block_height": block["block_height"] if block else None,
+            "block_hash": block["block_hash"] if block else None,
+            "last_delivery_at": changed_at,
+        }
