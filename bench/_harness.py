@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.processes import SERVE, environment, free_port
 from tests.processes import ServerProcess as Server
 from timebank_realtime.app import create_app
-from timebank_realtime.embedded_db import start_embedded_postgres
 from timebank_realtime.settings import Settings
+from timebank_realtime.store.embedded import start_embedded_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 

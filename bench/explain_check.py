@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 from _harness import command_line, server_dsn
 
-from timebank_realtime.queries import EventQuery
+from timebank_realtime.events import EventQuery
 from timebank_realtime.store.reads import events_page_sql
 
 FILTERS: dict[str, dict[str, Any]] = {

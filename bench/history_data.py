@@ -18,9 +18,9 @@ from pathlib import Path
 import asyncpg
 from _harness import command_line, server_dsn
 
-from timebank_realtime.app import migrate
 from timebank_realtime.chainhook.principals import encode_standard_principal
 from timebank_realtime.settings import Settings
+from timebank_realtime.store.migrate import migrate
 
 CHUNK = 100_000
 # Real c32check principals, so that the HTTP API accepts them as filters.

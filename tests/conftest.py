@@ -23,8 +23,9 @@ import pytest
 import socketio
 from aiohttp.test_utils import TestServer
 
-from timebank_realtime.app import create_app, migrate
+from timebank_realtime.app import create_app
 from timebank_realtime.settings import Settings
+from timebank_realtime.store.migrate import migrate
 
 from .processes import ServiceProcess
 

@@ -19,7 +19,8 @@ import asyncpg
 import socketio
 from aiohttp import web
 
-from timebank_realtime.app import HUB, create_app
+from timebank_realtime.app import create_app
+from timebank_realtime.keys import HUB
 from timebank_realtime.realtime.hub import RealtimeHub
 
 from .conftest import WEBHOOK, close_http, make_settings

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from timebank_realtime.app import HUB
+from timebank_realtime.keys import HUB
 
 from .conftest import Listener, Serve, eventually, load_fixture, post_webhook, settle, url_of
 from .expected import FREDDIE, MONSTERS

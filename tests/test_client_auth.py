@@ -10,7 +10,7 @@ import jwt
 import pytest
 import socketio
 
-from timebank_realtime.app import HUB
+from timebank_realtime.keys import HUB
 
 from .conftest import Listener, Serve, close_http, eventually, url_of
 from .expected import ARKADIKO_USER, MONSTERS

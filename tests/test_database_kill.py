@@ -19,9 +19,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from timebank_realtime.app import TAILER, create_app
+from timebank_realtime.app import create_app
 from timebank_realtime.chainhook.models import parse_payload
 from timebank_realtime.chainhook.normalize import normalize
+from timebank_realtime.keys import TAILER
 
 from .conftest import eventually, fetch_int, load_fixture, make_settings, post_webhook, url_of
 from .payloads import synthetic_payload

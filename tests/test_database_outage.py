@@ -16,7 +16,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from timebank_realtime.app import create_app, migrate
+from timebank_realtime.app import create_app
+from timebank_realtime.store.migrate import migrate
 
 from .conftest import Listener, eventually, fetch_int, load_fixture, make_settings, post_webhook, start_embedded, url_of
 

@@ -11,7 +11,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from timebank_realtime.app import HUB
+from timebank_realtime.keys import HUB
 from timebank_realtime.realtime.subscriptions import parse_filter
 
 from .conftest import Listener, Serve, eventually, post_webhook, settle, url_of

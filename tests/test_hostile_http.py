@@ -361,6 +361,6 @@ async def test_a_client_that_aborts_mid_upload_is_one_quiet_line(service: Servic
     (["gzip", "gzip"], None), (["gzip, deflate"], None), (["br"], None), (["compress"], None),
 ])
 def test_content_coding_header_parsing(headers: list[str], coding: str | None) -> None:
-    from timebank_realtime.webhook import content_coding
+    from timebank_realtime.http.bodies import content_coding
 
     assert content_coding(headers) == coding

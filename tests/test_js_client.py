@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from timebank_realtime.app import HUB
+from timebank_realtime.keys import HUB
 
 from .conftest import eventually, load_fixture, post_webhook, url_of
 from .expected import MONSTERS

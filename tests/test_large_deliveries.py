@@ -25,7 +25,7 @@ ALWAYS = {"stream_delivery_bytes": 0}
 async def test_each_fixture_streams_into_exactly_its_rows(name: str, serve: Serve, http: aiohttp.ClientSession,
                                                           db: asyncpg.Connection,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="timebank_realtime.webhook")
+    caplog.set_level(logging.INFO, logger="timebank_realtime.http.webhook")
     server = await serve(**ALWAYS)
     status, body = await post_webhook(http, url_of(server), load_fixture(name))
     assert status == 200, body
@@ -77,7 +77,7 @@ async def reset(db: asyncpg.Connection) -> None:
 async def test_streamed_and_whole_paths_leave_the_same_database(serve: Serve, http: aiohttp.ClientSession,
                                                                 db: asyncpg.Connection,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="timebank_realtime.webhook")
+    caplog.set_level(logging.INFO, logger="timebank_realtime.http.webhook")
     whole_answers = await run_sequence(await serve(), http)
     whole = await database_state(db)
     assert streamed_flags(caplog) == [False] * 7

@@ -11,9 +11,9 @@ import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestServer
 
-from timebank_realtime.app import TAILER
 from timebank_realtime.chainhook.models import parse_payload
 from timebank_realtime.chainhook.normalize import normalize
+from timebank_realtime.keys import TAILER
 from timebank_realtime.store.db import create_pool
 from timebank_realtime.store.deliveries import DeliveryWriter
 from timebank_realtime.store.reads import LogReader

@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp.test_utils import TestServer
 from openapi_spec_validator import validate
 
-from timebank_realtime.openapi import openapi_document
+from timebank_realtime.http.openapi import openapi_document
 
 from .conftest import load_fixture, post_webhook, url_of
 from .processes import ServiceProcess

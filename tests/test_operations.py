@@ -98,5 +98,5 @@ async def test_json_logs(tmp_path: Path, database_url: str, http: aiohttp.Client
         service.stop()
     entries = [json.loads(line) for line in service.log().splitlines() if line.startswith("{")]
     delivery = next(e for e in entries if e["message"].startswith("delivery format=v1"))
-    assert delivery["level"] == "INFO" and delivery["logger"] == "timebank_realtime.webhook"
+    assert delivery["level"] == "INFO" and delivery["logger"] == "timebank_realtime.http.webhook"
     assert "applied=5" in delivery["message"]

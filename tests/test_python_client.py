@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from timebank_realtime.app import HUB
 from timebank_realtime.client import SubscriptionRefused, TimebankClient
+from timebank_realtime.keys import HUB
 
 from .conftest import Serve, eventually, load_fixture, post_webhook, url_of
 from .expected import MONSTERS

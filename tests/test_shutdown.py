@@ -12,7 +12,7 @@ import asyncio
 
 from aiohttp.test_utils import TestServer
 
-from timebank_realtime.app import TAILER, TAILER_TASK
+from timebank_realtime.keys import TAILER, TAILER_TASK
 
 from .conftest import eventually
 

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from timebank_realtime.app import DRAINING
-from timebank_realtime.webhook import is_loopback
+from timebank_realtime.http.webhook import is_loopback
+from timebank_realtime.keys import DRAINING
 
 from .conftest import WEBHOOK, Serve, load_fixture, post_webhook, url_of
 from .expected import EXPECTED_ROWS, EXPECTED_VALUES, row_tuple

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 import socketio
 
-from timebank_realtime.app import HUB
+from timebank_realtime.keys import HUB
 from timebank_realtime.realtime import wire
 
 from .conftest import Listener, Serve, eventually, make_settings, post_webhook, url_of

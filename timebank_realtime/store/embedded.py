@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from pathlib import Path
+
+from ..settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -27,3 +30,10 @@ def start_embedded_postgres(pgdata: Path) -> str:
     uri: str = server.get_uri()
     logger.info("embedded PostgreSQL ready: data in %s, connect with %s", pgdata, uri)
     return uri
+
+
+async def resolve_dsn(settings: Settings) -> str:
+    """DATABASE_URL, or the embedded server's URI (started in a thread: it blocks)."""
+    if settings.database_url:
+        return settings.database_url
+    return await asyncio.to_thread(start_embedded_postgres, settings.embedded_pgdata)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .events import EVENT_TYPES
-from .queries import DEFAULT_LIMIT, MAX_INTEGER, MAX_LIMIT
+from ..events import DEFAULT_LIMIT, EVENT_TYPES
+from .queries import MAX_INTEGER, MAX_LIMIT
 
 _CURSOR = {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER}
 _TX_HASH = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
@@ -106,7 +106,7 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "timebank-realtime", "version": "0.1.0",
                  "description": "Stacks events from Chainhook: webhook target and event history. "
-                                "Live changes are pushed over Socket.IO (see the README)."},
+                                "Live changes are pushed over Socket.IO (see docs/protocol.md)."},
         "paths": {
             "/api/events": {"get": {
                 "summary": "Page through stored events by cursor (keyset pagination).",

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
-from .realtime.subscriptions import FilterError, validate_value
+from ..events import DEFAULT_LIMIT, EventQuery
+from ..realtime.subscriptions import FilterError, validate_value
 
 MAX_LIMIT = 1000
-DEFAULT_LIMIT = 100
 _SINGLE = ("contract", "address", "tx_hash", "from_height", "to_height", "success", "include_rolled_back",
            "after", "before", "limit", "order")
 _REPEATABLE = ("event_type",)
@@ -21,22 +19,6 @@ class ParamError(ValueError):
         super().__init__(f"{param}: {message}")
         self.param = param
         self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class EventQuery:
-    contract: str | None = None
-    address: str | None = None
-    event_types: tuple[str, ...] = ()
-    tx_hash: str | None = None
-    from_height: int | None = None
-    to_height: int | None = None
-    success: bool | None = None
-    include_rolled_back: bool = False
-    after: int | None = None
-    before: int | None = None
-    limit: int = DEFAULT_LIMIT
-    order: Literal["asc", "desc"] = "asc"
 
 
 MAX_INTEGER = 999_999_999_999_999_999  # 18 digits: every value fits a PostgreSQL bigint

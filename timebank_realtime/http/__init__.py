@@ -1,0 +1,1 @@
+"""The HTTP edge: the Chainhook webhook, the history API, operations endpoints, one error shape."""
