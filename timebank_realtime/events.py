@@ -5,6 +5,7 @@ socket and HTTP edges name their fields. Pure: no I/O, no dependencies on either
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
@@ -58,6 +59,18 @@ class EventRow:
 # The columns of chainhook_events that hold an EventRow: named as its fields, in their order. The
 # store adds its own (id, last_cursor, canonical, source_format) around them.
 EVENT_COLUMNS = tuple(f.name for f in fields(EventRow))
+
+
+
+def stored_event(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored event as the history API and the socket messages show it: its id, the cursor of its
+    newest change, its row, and whether it is canonical."""
+    event = {"id": record["id"], "cursor": record["cursor"]}
+    event.update((name, record[name]) for name in EVENT_COLUMNS)
+    event["affected_addresses"] = list(record["affected_addresses"])
+    event["timestamp"] = record["timestamp"].isoformat()
+    event["canonical"] = record.get("canonical", True)
+    return event
 
 
 @dataclass(slots=True)

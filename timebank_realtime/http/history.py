@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..events import stored_event
 from ..keys import HISTORY, HUB, TAILER
-from ..realtime.messages import stored_event
 from ..realtime.subscriptions import FilterError, validate_value
 from .errors import error_response
 from .queries import ParamError, parse_event_query, parse_integer

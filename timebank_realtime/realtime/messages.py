@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from ..events import stored_event
+
 EVENT = "chainhook:event"
 ROLLBACK = "chainhook:rollback"
 EOSE = "chainhook:eose"
@@ -17,26 +19,6 @@ BATCH = "chainhook:batch"
 def event_message(record: Mapping[str, Any]) -> dict[str, Any]:
     """``chainhook:event``: the full row. An apply or a restore means the row is canonical now."""
     return {**stored_event(record), "canonical": True}
-
-
-def stored_event(record: Mapping[str, Any]) -> dict[str, Any]:
-    """An event as the history API shows it; ``cursor`` is that of its newest change."""
-    return {
-        "id": record["id"],
-        "cursor": record["cursor"],
-        "tx_hash": record["tx_hash"],
-        "block_height": record["block_height"],
-        "block_hash": record["block_hash"],
-        "tx_index": record["tx_index"],
-        "event_index": record["event_index"],
-        "contract_id": record["contract_id"],
-        "event_type": record["event_type"],
-        "event_data": record["event_data"],
-        "affected_addresses": list(record["affected_addresses"]),
-        "success": record["success"],
-        "timestamp": record["timestamp"].isoformat(),
-        "canonical": record.get("canonical", True),
-    }
 
 
 def rollback_message(record: Mapping[str, Any]) -> dict[str, Any]:
