@@ -1,6 +1,6 @@
 """Harness for the delivery model (tests/test_delivery_model.py): an event loop on a thread, the real
 app on a real port, a loopback proxy per client that can pause or cut its connection, Chainhook v1
-payloads over a tiny universe, and a reference client that follows the README's client rules on a
+payloads over a tiny universe, and a reference client that follows the client rules of docs/protocol.md on a
 raw ``socketio.AsyncClient`` with NO dedupe, so that a repeat or a gap shows up as a failure."""
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def _values(value: str | list[str]) -> list[str]:
 
 
 def matches(filter_: Mapping[str, str | list[str]], row: Mapping[str, Any]) -> bool:
-    """The README's filter semantics: fields AND-ed, the values of a field OR-ed."""
+    """The filter semantics of docs/protocol.md: fields AND-ed, the values of a field OR-ed."""
     for name, column in (("contract", "contract_id"), ("event_type", "event_type"), ("tx_hash", "tx_hash")):
         if name in filter_ and row[column] not in _values(filter_[name]):
             return False
@@ -307,7 +307,7 @@ class Connection:
 
 
 class RefClient:
-    """The README's client rules, and nothing more: no dedupe by cursor."""
+    """The client rules of docs/protocol.md, and nothing more: no dedupe by cursor."""
 
     def __init__(self, name: str, url: str, batch: bool) -> None:
         self.name = name

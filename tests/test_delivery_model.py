@@ -8,7 +8,7 @@ churn under load, replay races and stalled readers. After every step the system 
 (event-driven, bounded: every node's hub has pushed up to the log's head, every client's replays are
 over on the node it is connected to) and every subscription's delivered list is compared with what
 the change log says it must be: every matching change after its ``since``, exactly once, in cursor
-order. The reference client (tests/model_harness.py) applies the README's client rules and never
+order. The reference client (tests/model_harness.py) applies the client rules of docs/protocol.md and never
 dedupes.
 
 Rules: add_client (batch or per-message), subscribe (filters over 2 contracts x 3 addresses x 3
@@ -376,7 +376,7 @@ class DeliveryModel(RuleBasedStateMachine):
     @rule(index=INDEX)
     def stall(self, index: int) -> None:
         """The client stops reading while a big delivery streams; if the server resyncs it, it resumes
-        from the resync positions, as the README says."""
+        from the resync positions, as docs/protocol.md says."""
         client, proxy = self._client(index)
         system = self.system
 

@@ -32,7 +32,7 @@ async def expected(db: asyncpg.Connection, since: int, subscription: dict[str, A
 
 
 class ReferenceRouting:
-    """The client rules of the README, applied to a socket's timeline with no de-duplication: a
+    """The client rules of docs/protocol.md, applied to a socket's timeline with no de-duplication: a
     repeat or a gap shows up in what a subscription is handed."""
 
     def __init__(self) -> None:

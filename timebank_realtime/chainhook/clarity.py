@@ -1,7 +1,7 @@
 """Decoder for the Clarity value serialization format (SIP-005), as JSON-ready Python values.
 
 Chainhook's raw mode sends print values as hex (``raw_value``); we decode them so that stored
-events and pushed messages carry readable JSON. The mapping is documented in the README:
+events and pushed messages carry readable JSON. The mapping is documented in docs/normalization.md (Clarity values):
 
 - int, uint -> decimal string (128-bit values do not fit JavaScript numbers)
 - bool -> bool; buffer -> "0x…" hex; principals -> their c32 string form

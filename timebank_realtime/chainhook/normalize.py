@@ -1,7 +1,7 @@
 """Turn a Chainhook payload (v1 or 2.0) into a Delivery of event rows in the shared vocabulary.
 
 Pure code: no I/O. The rules (which field becomes which column, how 2.0 operations pair into
-transfers) live in v1.py and v2.py and are documented in the README's "Normalization" section; keep
+transfers) live in v1.py and v2.py and are documented in docs/normalization.md; keep
 the two in step.
 """
 

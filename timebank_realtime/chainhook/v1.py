@@ -1,7 +1,7 @@
 """Chainhook v1 (self-hosted) payloads into event rows: each receipt event of a known type becomes a
 row, and contract calls and deployments get a row of their own.
 
-Pure code: no I/O. The rules are documented in the README's "Normalization" section; keep the two in
+Pure code: no I/O. The rules are documented in docs/normalization.md; keep the two in
 step.
 """
 

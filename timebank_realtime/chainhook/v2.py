@@ -1,7 +1,7 @@
 """Chainhooks 2.0 (hosted) payloads into event rows: operations become the same rows v1 events do,
 with a debit and a credit of the same asset and amount paired into one transfer.
 
-Pure code: no I/O. The rules are documented in the README's "Normalization" section; keep the two in
+Pure code: no I/O. The rules are documented in docs/normalization.md; keep the two in
 step.
 """
 

@@ -8,7 +8,7 @@ delivered. Handlers run one at a time, in cursor order per subscription::
         await client.subscribe({"address": "SP…"}, on_change, since=0)
         await asyncio.Event().wait()
 
-The server module that speaks Socket.IO is ``realtime.py``; this is the client side of it.
+The server side of it is ``realtime/``; the rules it follows are ``routing.py``'s (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -20,17 +20,16 @@ import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import socketio
 
-from .realtime.subscriptions import Filter, parse_filter
+from ..realtime.subscriptions import parse_filter
+from .routing import ChangeRouter, ClientSubscription, Handler
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 TokenSource = str | Callable[[], str | Awaitable[str]]
 _RETRYABLE = {"rate_limited", "unavailable", "not_connected"}
 
@@ -39,27 +38,6 @@ class SubscriptionRefused(RuntimeError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
-
-
-@dataclass(eq=False)
-class ClientSubscription:
-    """One subscription as the application sees it; it outlives any one connection."""
-
-    key: int
-    filter_payload: dict[str, Any]
-    filter: Filter
-    handler: Handler
-    since: int | str
-    last_cursor: int | None = None
-    server_id: str | None = None
-    ack_cursor: int | None = None
-    live: bool = False
-    buffer: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    active: bool = True
-
-    def reset_for_connection(self) -> None:
-        self.server_id, self.ack_cursor, self.live = None, None, False
-        self.buffer.clear()
 
 
 class TimebankClient:
@@ -80,8 +58,7 @@ class TimebankClient:
         self._disconnected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
-        self._early_eose: dict[Any, dict[str, Any]] = {}
-        self._unclaimed: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self._router = ChangeRouter(self._subscriptions, lambda *delivery: self._deliveries.put_nowait(delivery))
         self.connections = 0
 
     async def __aenter__(self) -> TimebankClient:
@@ -176,10 +153,7 @@ class TimebankClient:
             auth["token"] = await self._current_token()
         await sio.connect(self._url, transports=self._transports, auth=auth, wait_timeout=10)
         self.connections += 1
-        self._early_eose.clear()
-        self._unclaimed.clear()
-        for subscription in list(self._subscriptions):
-            subscription.reset_for_connection()
+        self._router.new_connection()
         # Subscriptions added while we resubscribe are picked up too, before we call ourselves connected.
         attempted: set[int] = set()
         while pending := [s for s in self._subscriptions if s.key not in attempted]:
@@ -229,79 +203,23 @@ class TimebankClient:
         ack = await self._sio.call("subscribe", {**subscription.filter_payload, "since": since}, timeout=10)
         if not ack.get("ok"):
             raise SubscriptionRefused(ack["error"]["code"], ack["error"]["message"])
-        subscription.server_id = ack["id"]
-        subscription.ack_cursor = ack["cursor"]
         if subscription.last_cursor is None:
             subscription.last_cursor = ack["cursor"] if since == "now" else int(since)
-        # Messages that came before the ack was handled: replayed ones go now, live ones wait for eose.
-        waiting, subscription.buffer = subscription.buffer, []
-        for kind, message in waiting:
-            self._route(subscription, kind, message, replayed=False)
-        for kind, message in self._unclaimed.pop(ack["id"], []):
-            self._route(subscription, kind, message, replayed=True)
-        # Socket.IO hands us the ack after the packets that followed it, so eose may be here already.
-        if self._early_eose.pop(ack["id"], None) is not None:
-            self._go_live(subscription)
+        self._router.acknowledged(subscription, ack)
 
-    # --- routing ------------------------------------------------------------------------------------------
+    # --- receiving -----------------------------------------------------------------------------------------
 
     async def _on_event(self, message: dict[str, Any]) -> None:
-        self._on_change("event", message)
+        self._router.on_change("event", message)
 
     async def _on_rollback(self, message: dict[str, Any]) -> None:
-        self._on_change("rollback", message)
+        self._router.on_change("rollback", message)
 
     async def _on_batch(self, frame: dict[str, Any]) -> None:
-        tag: dict[str, Any] = {key: frame[key] for key in ("subscription", "subscriptions") if key in frame}
-        for change in frame["changes"]:
-            self._on_change("event" if change["canonical"] else "rollback", {**change, **tag})
-
-    def _on_change(self, kind: str, message: dict[str, Any]) -> None:
-        # Synchronous on purpose: routing state changes happen in arrival order.
-        tags = _tags_of(message)
-        if tags:
-            for tag in tags:
-                owner = next((s for s in self._subscriptions if s.server_id == tag), None)
-                if owner is None:
-                    self._unclaimed.setdefault(tag, []).append((kind, message))
-                else:
-                    self._route(owner, kind, message, replayed=True)
-            return
-        for subscription in self._subscriptions:
-            if subscription.filter.matches(message):
-                self._route(subscription, kind, message, replayed=False)
-
-    def _route(self, subscription: ClientSubscription, kind: str, message: dict[str, Any], *,
-               replayed: bool) -> None:
-        """Replayed history goes straight out (it comes in order); anything newer that arrives before
-        eose, live or held, waits so that it can be put in cursor order."""
-        acked = subscription.server_id is not None
-        history = replayed and acked and message["cursor"] <= (subscription.ack_cursor or 0)
-        if subscription.live or history:
-            self._deliver(subscription, kind, message)
-        else:
-            subscription.buffer.append((kind, message))
-
-    def _deliver(self, subscription: ClientSubscription, kind: str, message: dict[str, Any]) -> None:
-        last = subscription.last_cursor
-        if last is not None and message["cursor"] <= last:
-            return
-        subscription.last_cursor = message["cursor"]
-        self._deliveries.put_nowait((subscription, kind, message))
+        self._router.on_batch(frame)
 
     async def _on_eose(self, message: dict[str, Any]) -> None:
-        for subscription in self._subscriptions:
-            if subscription.server_id == message.get("id"):
-                self._go_live(subscription)
-                return
-        self._early_eose[message.get("id")] = message
-
-    def _go_live(self, subscription: ClientSubscription) -> None:
-        waiting = sorted(subscription.buffer, key=lambda item: item[1]["cursor"])
-        subscription.buffer = []
-        for kind, change in waiting:
-            self._deliver(subscription, kind, change)
-        subscription.live = True
+        self._router.on_eose(message)
 
     async def _on_heartbeat_message(self, message: dict[str, Any]) -> None:
         if self._on_heartbeat is not None:
@@ -322,13 +240,3 @@ class TimebankClient:
                     await result
             except Exception:
                 logger.exception("timebank: handler failed for cursor %s", message.get("cursor"))
-
-
-def _tags_of(message: Mapping[str, Any]) -> list[str]:
-    """The subscriptions a replayed or held message is for: ``subscription`` names one,
-    ``subscriptions`` several; a live message has neither."""
-    several = message.get("subscriptions")
-    if isinstance(several, list):
-        return [tag for tag in several if isinstance(tag, str)]
-    one = message.get("subscription")
-    return [one] if isinstance(one, str) else []
