@@ -217,14 +217,6 @@ class SubscriptionRegistry:
                         positions.append(position)
         return [(positions, self._holders[subscription]) for subscription, positions in hits.items()]
 
-    def matches(self, event: Mapping[str, Any]) -> dict[str, list[str]]:
-        """For each socket with a matching subscription, the ids of all its matching subscriptions."""
-        found: dict[str, list[str]] = {}
-        for _positions, holders in self.audiences([event]):
-            for sid, sub_id in holders:
-                found.setdefault(sid, []).append(sub_id)
-        return found
-
     def _candidate_sets(self, event: Mapping[str, Any]) -> Iterator[set[Filter]]:
         if self._firehose:
             yield self._firehose
