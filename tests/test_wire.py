@@ -55,3 +55,19 @@ async def test_the_public_path_delivers_replay_then_live_once_in_order(
     eose_at = [kind for kind, _ in client.timeline if kind != "heartbeat"].index("eose")
     assert eose_at >= 3 * 31 - 10  # the whole replay came before it
     assert hub.wire.writes["direct"] == 0 and hub.wire.writes["queued"] > 0
+
+
+async def test_the_public_path_sends_what_was_sent_before_a_disconnect_first(
+        serve: Serve, listener: OpenListener, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wire, "QUEUE_ATTRIBUTES", (*wire.QUEUE_ATTRIBUTES, "_renamed"))
+    server = await serve(heartbeat_seconds=3600)  # only ours below
+    hub = server.app[HUB]
+    client = await listener(url_of(server))
+    await eventually(lambda: len(hub.sessions) == 1)
+    (sid, session), = hub.sessions.items()
+    # Queued for the writer task and, in the same step, the disconnect: a resync ends this way.
+    for number in range(200):
+        assert hub.wire.send(session.link, wire.encode_message("chainhook:heartbeat", {"cursor": number}))
+    await hub.disconnect(sid)
+    await eventually(lambda: not client.client.connected)
+    assert [message["cursor"] for message in client.markers("heartbeat")] == list(range(200))

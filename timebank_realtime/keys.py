@@ -25,6 +25,6 @@ HISTORY = web.AppKey("history", HistoryReader)
 HUB = web.AppKey("hub", RealtimeHub)
 TAILER = web.AppKey("tailer", Tailer)
 TAILER_TASK = web.AppKey("tailer_task", asyncio.Task[None])
-# Set when SIGTERM starts the drain (http/drain.py).
+# Set when SIGTERM starts the drain (http/serving.py).
 DRAINING = web.AppKey("draining", asyncio.Event)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)

@@ -1,7 +1,7 @@
 """Socket.IO connections: who is connected, with what token, subscribing and unsubscribing.
 
 What each socket is sent, and when, is the fan-out's (``fanout.py``); how it gets onto the
-connection is the wire's (``wire.py``). The protocol is in docs/protocol.md.
+connection is the wire's (``wire/``). The protocol is in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ class RealtimeHub:
         for handle in self._expiries.values():
             handle.cancel()
         self._tasks.cancel_all()
+        self.wire.close()
         for sid in list(self.sessions):
             await self.wire.disconnect(sid)
 
