@@ -46,8 +46,6 @@ class MemoryWriter:
         self.backlog: dict[str, int] = {}
 
     def send(self, link: Link, packet: Outgoing) -> bool:
-        if link.closed:
-            return False
         for one in packet.packets:
             name, message = json.loads(one.encode()[len("42"):])
             self.sent[link.eio_sid].append((name, message))
@@ -75,7 +73,7 @@ class Rig:
 
     def connect(self, sid: str, *, batched: bool = False) -> Session:
         session = Session(sid=sid, grant=None, bucket=TokenBucket.full(10, time.monotonic()),
-                          link=Link(eio_sid=sid), batched=batched)
+                          link=Link(sid=sid, eio_sid=sid), batched=batched)
         self.sessions[sid] = session
         return session
 
