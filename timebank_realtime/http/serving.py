@@ -27,7 +27,7 @@ async def serve_until_signalled(app: web.Application, settings: Settings) -> Non
     deliveries finish (each is one transaction: stored whole or not at all), for at least
     SHUTDOWN_DRAIN_SECONDS and at most SHUTDOWN_GRACE_SECONDS; then send sockets off to reconnect
     elsewhere, stop listening and close the pool. A second signal ends the drain at once."""
-    logger = logging.getLogger("timebank_realtime")
+    logger = logging.getLogger("timebank_realtime")  # the process's own lines, under the package's name
     runner = AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HANDLER_STOP_SECONDS)
     await runner.setup()
     try:

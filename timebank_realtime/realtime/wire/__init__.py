@@ -134,8 +134,10 @@ class Wire:
     def send(self, link: Link, packet: Outgoing) -> bool:
         """Send an encoded message (or a run of them); False if the connection is gone."""
         if not self.direct:
+            if not self._public.send(link.eio_sid, link.outbox, packet):
+                return False
             self.writes["queued"] += len(packet.packets)
-            return self._public.send(link.eio_sid, link.outbox, packet)
+            return True
         engine_socket = self.server.eio.sockets.get(link.eio_sid)
         if engine_socket is None or engine_socket.closed:
             return False
