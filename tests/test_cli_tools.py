@@ -7,8 +7,10 @@ import contextlib
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +18,7 @@ import asyncpg
 
 from .conftest import load_fixture, post_webhook
 from .expected import EXPECTED_ROWS
-from .processes import ServiceProcess, service_env
+from .processes import ServiceProcess, free_port, service_env
 
 FIXTURES = ["v1-stacks-print-event-arkadiko-mainnet-2023.json", "v1-stacks-contract-call-bns-testnet-2023.json",
             "v1-stacks-nakamoto-testnet-nft-mint-print-event.json", "v1-stacks-regtest-stx-lock-event.json"]
@@ -41,16 +43,22 @@ async def test_import_backfills_idempotently_and_reports_bad_lines(tmp_path: Pat
     zipped.write_bytes(gzip.compress(ndjson([lines[2], json.dumps({"apply": [{}]}), lines[3]])))
 
     result = await asyncio.to_thread(run_import, database_url, str(plain), str(zipped), "--batch-events", "7")
-    assert result.returncode == 0, result.stderr
-    assert f"{plain}:2:" in result.stderr and f"{zipped}:2: $.apply[0]" in result.stderr
+    assert result.returncode == 4, result.stderr  # imported, but lines were skipped
+    stderr = result.stderr.splitlines()
+    # Each skipped line is said on a line of its own, before the progress of the file after it.
+    skipped = [n for n, line in enumerate(stderr) if line.startswith("skipped malformed line ")]
+    assert len(skipped) == 2 and stderr[skipped[0]].startswith(f"skipped malformed line {plain}:2:")
+    assert stderr[skipped[1]].startswith(f"skipped malformed line {zipped}:2: $.apply[0]")
+    assert skipped[0] < max(n for n, line in enumerate(stderr) if "events/s" in line)
+    assert len([line for line in stderr if line.endswith(", 100%")]) == 1  # the finished progress line, once
     assert f"{TOTAL} new rows" in result.stdout and "2 malformed lines skipped" in result.stdout
-    assert "events/s" in result.stderr  # progress lines (not a terminal: plain lines)
     assert await db.fetchval("SELECT count(*) FROM chainhook_events") == TOTAL
     cursors = [r["cursor"] for r in await db.fetch('SELECT "cursor" FROM chainhook_changes ORDER BY 1')]
     assert cursors == list(range(1, TOTAL + 1))
 
     again = await asyncio.to_thread(run_import, database_url, str(plain), str(zipped))
-    assert f"0 new rows, {TOTAL} already stored" in again.stdout
+    assert again.returncode == 4
+    assert f"0 new rows, {TOTAL} already stored, 0 rolled back, 0 restored" in again.stdout
     assert await db.fetchval("SELECT count(*) FROM chainhook_events") == TOTAL
 
 
@@ -109,5 +117,95 @@ def test_import_on_a_terminal_redraws_one_progress_line(tmp_path: Path, database
         os.close(leader)
     assert process.returncode == 0
     assert shown.count(b"\r\x1b[2K") >= 2  # the same line, redrawn
+    assert shown.endswith(b"\n")  # and ended before the summary
     assert b"events/s" in shown and b"ETA" in shown
     assert "imported 4 payloads" in out
+
+
+def run_command(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "timebank_realtime", *args], env=service_env(**env),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_version_names_the_installed_package() -> None:
+    result = run_command("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"timebank-realtime {version('timebank-realtime')}"
+
+
+def test_bad_settings_name_their_variables_and_never_their_values() -> None:
+    result = run_command("serve", SOCKET_AUTH_SECRET="short-but-secret", PORT="eighty",
+                         DATABASE_URL="mysql://user:hunter2@localhost/db")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines == ["invalid configuration: DATABASE_URL must be a postgresql:// URL",
+                     "invalid configuration: PORT: Input should be a valid integer, unable to parse string as "
+                     "an integer",
+                     "invalid configuration: SOCKET_AUTH_SECRET must be at least 32 bytes"]
+    for value in ("short-but-secret", "eighty", "hunter2"):
+        assert value not in result.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(database_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_command("serve", DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(port))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].endswith(f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+def test_tail_refuses_a_bad_filter_or_cursor_in_one_line() -> None:
+    bad_filter = run_command("tail", "--contract", "SPBAD.x")
+    assert bad_filter.returncode == 2
+    assert bad_filter.stderr.startswith("timebank-realtime tail: invalid filter: ")
+    assert len(bad_filter.stderr.splitlines()) == 1
+    bad_cursor = run_command("tail", "--since", "yesterday")
+    assert bad_cursor.returncode == 2 and "'yesterday' is not a cursor" in bad_cursor.stderr
+    assert "Traceback" not in bad_filter.stderr + bad_cursor.stderr
+
+
+async def test_tail_finds_the_service_by_host_and_port_and_says_how_its_connection_goes(
+        tmp_path: Path, database_url: str, http: aiohttp.ClientSession) -> None:
+    nothing_here = free_port()
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "timebank_realtime", "tail", "--since", "0", "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=service_env(HOST="0.0.0.0", PORT=str(nothing_here)))
+    assert tail.stdout is not None and tail.stderr is not None
+    try:
+        assert (await asyncio.wait_for(tail.stderr.readline(), 20)).decode().strip() == \
+            f"following http://127.0.0.1:{nothing_here}"
+        assert "connection failed" in (await asyncio.wait_for(tail.stderr.readline(), 20)).decode()
+        service = ServiceProcess(tmp_path / "service.log", port=nothing_here, DATABASE_URL=database_url)
+        try:
+            await service.wait_ready()
+            await post_webhook(http, service.url, load_fixture("v1-stacks-regtest-stx-lock-event.json"))
+            first = json.loads(await asyncio.wait_for(tail.stdout.readline(), 30))
+            assert first["cursor"] == 1
+        finally:
+            service.stop()
+    finally:
+        tail.terminate()
+        await tail.wait()
+
+
+async def test_import_counts_rollbacks_and_restores_and_keeps_each_chainhook_s_height(
+        tmp_path: Path, database_url: str, db: asyncpg.Connection) -> None:
+    mainnet, regtest = load_fixture(FIXTURES[0]), load_fixture(FIXTURES[3])
+    mainnet["chainhook"]["uuid"], regtest["chainhook"]["uuid"] = "mainnet-hook", "regtest-hook"
+    reorg = {**mainnet, "apply": mainnet["rollback"], "rollback": mainnet["apply"]}
+    rows = len(EXPECTED_ROWS[FIXTURES[0]])
+    path = tmp_path / "e.ndjson"
+    path.write_bytes(ndjson([json.dumps(p) for p in (mainnet, regtest, reorg, mainnet)]))
+
+    result = await asyncio.to_thread(run_import, database_url, str(path))
+    assert result.returncode == 0, result.stderr
+    assert (f"{rows + len(EXPECTED_ROWS[FIXTURES[3]])} new rows, 0 already stored, {rows} rolled back, "
+            f"{rows} restored, 0 malformed lines skipped") in result.stdout
+    heights = {r["chainhook_uuid"]: r["last_block_height"]
+               for r in await db.fetch("SELECT chainhook_uuid, last_block_height FROM chainhook_deliveries")}
+    assert heights == {"mainnet-hook": mainnet["apply"][0]["block_identifier"]["index"],
+                       "regtest-hook": regtest["apply"][0]["block_identifier"]["index"]}

@@ -1,4 +1,7 @@
-"""``timebank-realtime serve | migrate``: the process edge, where settings are read and logging set up."""
+"""``timebank-realtime serve | migrate | import | tail``: the process edge, where settings are read and
+logging set up. Exit codes: 0 done, 1 failed (a port in use, an aborted import, a refused
+subscription), 2 bad usage or configuration, 3 a database migrated by a newer version, 4 an
+import that skipped malformed lines."""
 
 from __future__ import annotations
 
@@ -6,9 +9,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,13 +22,17 @@ from .app import create_app
 from .client import SubscriptionRefused, TimebankClient
 from .errors import MigrationError
 from .events import FILTER_FIELDS
-from .http.serving import serve_until_signalled
+from .http.serving import CannotListen, serve_until_signalled
 from .importer import ImportAborted, ImportProgress, import_files
-from .settings import Settings
+from .realtime.subscriptions import FilterError, parse_filter
+from .settings import Settings, describe_settings_error
 from .store.db import create_pool
 from .store.deliveries import DeliveryWriter
 from .store.embedded import resolve_dsn
 from .store.migrate import migrate
+
+# `import` finished, but skipped malformed lines (they are listed on stderr).
+IMPORT_SKIPPED_LINES = 4
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -52,7 +60,11 @@ async def _serve_app(settings: Settings) -> None:
 
 
 def _serve(settings: Settings) -> int:
-    asyncio.run(_serve_app(settings))
+    try:
+        asyncio.run(_serve_app(settings))
+    except CannotListen as error:
+        logging.getLogger("timebank_realtime").error("%s", error)
+        return 1
     return 0
 
 
@@ -65,25 +77,44 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _progress_reporter(stream: TextIO) -> Callable[[ImportProgress], None]:
-    """A redrawn status line on a terminal; plain lines, at most one every 2 s, otherwise."""
-    last_line = 0.0
+class _ImportConsole:
+    """Progress on stderr: a redrawn line on a terminal; otherwise plain lines, at most one every 2 s
+    and the finished one once. A skipped line is said when it is met, on a line of its own."""
 
-    def report(progress: ImportProgress) -> None:
-        nonlocal last_line
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._terminal = stream.isatty()
+        self._drawn = False  # a terminal's progress line is on screen
+        self._finished = False
+        self._last_at = 0.0
+
+    def progress(self, progress: ImportProgress) -> None:
         eta = progress.eta_seconds()
+        done = progress.bytes_read >= progress.total_bytes
         text = (f"{progress.payloads} payloads, {progress.events} events "
                 f"({progress.applied} new, {progress.duplicates} already stored), "
                 f"{progress.rate():,.0f} events/s, {100 * progress.bytes_read / max(progress.total_bytes, 1):.0f}%"
-                + (f", ETA {eta:,.0f}s" if eta is not None else ""))
-        if stream.isatty():
-            stream.write("\r\x1b[2K" + text)
-        elif time.monotonic() - last_line >= 2 or progress.bytes_read >= progress.total_bytes:
-            last_line = time.monotonic()
-            stream.write(text + "\n")
-        stream.flush()
+                + (f", ETA {eta:,.0f}s" if eta is not None and not done else ""))
+        if self._terminal:
+            self._stream.write("\r\x1b[2K" + text)
+        elif (done and not self._finished) or (not done and time.monotonic() - self._last_at >= 2):
+            self._last_at = time.monotonic()
+            self._stream.write(text + "\n")
+        self._finished = done
+        self._drawn = True
+        self._stream.flush()
 
-    return report
+    def skipped(self, message: str) -> None:
+        if self._terminal and self._drawn:
+            self._stream.write("\r\x1b[2K")  # the progress line is drawn again at the next report
+            self._drawn = False
+        self._stream.write(f"skipped malformed line {message}\n")
+        self._stream.flush()
+
+    def end(self) -> None:
+        if self._terminal and self._drawn:
+            self._stream.write("\n")
+            self._stream.flush()
 
 
 def _import(settings: Settings, args: argparse.Namespace) -> int:
@@ -93,6 +124,8 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
         print(f"no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
 
+    console = _ImportConsole(sys.stderr)
+
     async def run() -> ImportProgress:
         dsn = await resolve_dsn(settings)
         await migrate(dsn, settings)
@@ -100,20 +133,23 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
                                  retry_seconds=settings.db_startup_retry_seconds)
         try:
             return await import_files(DeliveryWriter(pool), paths, batch_events=args.batch_events,
-                                      abort_on_error=args.abort_on_error, report=_progress_reporter(sys.stderr))
+                                      abort_on_error=args.abort_on_error, report=console.progress,
+                                      skipped=console.skipped)
         finally:
             await pool.close()
 
     try:
         progress = asyncio.run(run())
     except ImportAborted as error:
-        print(f"\nimport aborted at a malformed line (nothing of it was stored): {error}", file=sys.stderr)
+        console.end()
+        print(f"import aborted at a malformed line (nothing of it was stored): {error}", file=sys.stderr)
         return 1
-    for message in progress.skipped_lines:
-        print(f"skipped malformed line {message}", file=sys.stderr)
-    print(f"\nimported {progress.payloads} payloads: {progress.applied} new rows, "
-          f"{progress.duplicates} already stored, {len(progress.skipped_lines)} malformed lines skipped")
-    return 0
+    console.end()
+    print(f"imported {progress.payloads} payloads: {progress.applied} new rows, "
+          f"{progress.duplicates} already stored, {progress.rolled_back} rolled back, {progress.restored} restored, "
+          f"{len(progress.skipped_lines)} malformed lines skipped")
+    # Some of the input was not imported: a script must not take that for success.
+    return IMPORT_SKIPPED_LINES if progress.skipped_lines else 0
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -122,7 +158,16 @@ def _tail(args: argparse.Namespace) -> int:
         values = getattr(args, name)
         if values:
             subscription[name] = values if len(values) > 1 else values[0]
-    since: int | str = "now" if args.since == "now" else int(args.since)
+    try:
+        parse_filter(subscription)
+    except FilterError as error:
+        print(f"timebank-realtime tail: invalid filter: {error.message}", file=sys.stderr)
+        return 2
+    since: int | str = args.since
+    # What the client says of its connection (connected, failed and retrying) goes to stderr.
+    client_log = logging.getLogger("timebank_realtime.client")
+    client_log.setLevel(logging.INFO)
+    print(f"following {args.url}", file=sys.stderr, flush=True)
 
     def show(kind: str, change: dict[str, Any]) -> None:
         if args.json:
@@ -147,9 +192,25 @@ def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_url() -> str:
+    host = os.environ.get("HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # listening everywhere: reach it on loopback
+        host = "127.0.0.1"
+    return f"http://{host}:{os.environ.get('PORT') or 3000}"
+
+
+def _since(value: str) -> int | str:
+    if value == "now":
+        return value
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a cursor (a whole number) or now")
+    return int(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timebank-realtime",
                                      description="Chainhook webhook -> PostgreSQL -> Socket.IO")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('timebank-realtime')}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the webhook target and Socket.IO server")
     commands.add_parser("migrate", help="apply database migrations and exit")
@@ -159,10 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     importer.add_argument("--abort-on-error", action="store_true",
                           help="stop at the first malformed line instead of reporting and skipping it")
     tail = commands.add_parser("tail", help="print live events from a running service")
-    tail.add_argument("--url", default="http://127.0.0.1:3000")
+    tail.add_argument("--url", default=_local_url(),
+                      help="the service (default: HOST and PORT from the environment, as serve reads them)")
     for name in FILTER_FIELDS:
         tail.add_argument(f"--{name.replace('_', '-')}", dest=name, action="append", default=[])
-    tail.add_argument("--since", default="now", help="cursor to replay from, or now (default)")
+    tail.add_argument("--since", default="now", type=_since, help="cursor to replay from, or now (default)")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument("--token", help="JWT, when the server sets SOCKET_AUTH_SECRET")
     return parser
@@ -171,12 +233,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "tail":
-        logging.basicConfig(level=logging.WARNING)
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
         return _tail(args)
     try:
         settings = Settings()
     except ValidationError as error:
-        print(f"invalid configuration:\n{error}", file=sys.stderr)
+        for line in describe_settings_error(error):
+            print(f"invalid configuration: {line}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level, settings.log_format)
     try:

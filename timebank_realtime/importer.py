@@ -1,8 +1,10 @@
 """Backfill from Chainhook ``file_append`` output: newline-delimited payloads, optionally gzipped.
 
 Each line goes through the same parsing, normalization and storage as a webhook delivery, so an
-import is idempotent and rows are identical. Consecutive payloads without rollbacks are stored
-together in one transaction (a batch); a payload with rollbacks is stored on its own, in order.
+import is idempotent and rows are identical. Consecutive payloads of the same chainhook without
+rollbacks are stored together in one transaction (a batch); a payload with rollbacks is stored on its
+own, in order. A batch is one chainhook's, so that its delivery record (the chainhook's last height,
+in /api/status) is never another chainhook's.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class ImportProgress:
     events: int = 0
     applied: int = 0
     duplicates: int = 0
+    rolled_back: int = 0
+    restored: int = 0
     skipped_lines: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -46,8 +50,10 @@ class ImportProgress:
         return elapsed * (self.total_bytes - self.bytes_read) / self.bytes_read
 
 
-def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: bool) -> Iterator[Delivery]:
-    """Normalized deliveries, line by line; a bad line is recorded (or aborts) and never applied."""
+def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: bool,
+                    skipped: Callable[[str], None]) -> Iterator[Delivery]:
+    """Normalized deliveries, line by line; a bad line is recorded and told to ``skipped`` (or
+    aborts), and never applied."""
     done_before = progress.bytes_read
     with path.open("rb") as raw:
         gzipped = raw.read(2) == b"\x1f\x8b"
@@ -64,6 +70,7 @@ def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: boo
                 if abort_on_error:
                     raise ImportAborted(message) from None
                 progress.skipped_lines.append(message)
+                skipped(message)
                 continue
             yield delivery
 
@@ -78,7 +85,7 @@ def merge(batch: list[Delivery]) -> Delivery:
 
 
 async def import_files(writer: DeliveryWriter, paths: list[Path], *, batch_events: int, abort_on_error: bool,
-                       report: Callable[[ImportProgress], None]) -> ImportProgress:
+                       report: Callable[[ImportProgress], None], skipped: Callable[[str], None]) -> ImportProgress:
     progress = ImportProgress(total_bytes=sum(p.stat().st_size for p in paths))
     batch: list[Delivery] = []
 
@@ -87,14 +94,18 @@ async def import_files(writer: DeliveryWriter, paths: list[Path], *, batch_event
             result = await writer.apply_delivery(merge(batch) if len(batch) > 1 else batch[0])
             progress.applied += result.applied
             progress.duplicates += result.duplicates
+            progress.rolled_back += result.rolled_back
+            progress.restored += result.restored
             batch.clear()
             report(progress)
 
     for path in paths:
         end_of_file = progress.bytes_read + path.stat().st_size
-        for delivery in read_deliveries(path, progress, abort_on_error=abort_on_error):
+        for delivery in read_deliveries(path, progress, abort_on_error=abort_on_error, skipped=skipped):
             progress.payloads += 1
             progress.events += len(delivery.events)
+            if batch and (batch[-1].chainhook_uuid, batch[-1].format) != (delivery.chainhook_uuid, delivery.format):
+                await flush()
             if delivery.rollback_block_hashes:
                 await flush()
                 batch.append(delivery)

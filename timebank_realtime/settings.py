@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     def _empty_url_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: str | None) -> str | None:
+        # Anything else would be retried as a connection failure until DB_STARTUP_RETRY_SECONDS.
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        return value
+
     @field_validator("socket_auth_secret")
     @classmethod
     def _strong_enough(cls, value: SecretStr | None) -> SecretStr | None:
@@ -85,3 +93,14 @@ class Settings(BaseSettings):
     @property
     def embedded_pgdata(self) -> Path:
         return self.timebank_data_dir / "postgres"
+
+
+def describe_settings_error(error: ValidationError) -> list[str]:
+    """One line per bad setting, naming its environment variable and never its value (a secret's
+    value must not reach a terminal or a log)."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        variable = str(problem["loc"][0]).upper() if problem["loc"] else "configuration"
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(message if message.startswith(variable) else f"{variable}: {message}")
+    return lines

@@ -153,6 +153,7 @@ class TimebankClient:
             auth["token"] = await self._current_token()
         await sio.connect(self._url, transports=self._transports, auth=auth, wait_timeout=10)
         self.connections += 1
+        logger.info("timebank: connected to %s", self._url)
         self._router.new_connection()
         # Subscriptions added while we resubscribe are picked up too, before we call ourselves connected.
         attempted: set[int] = set()

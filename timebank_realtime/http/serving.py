@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import Any
 
@@ -15,6 +16,10 @@ from ..settings import Settings
 from .errors import AppRunner
 
 logger = logging.getLogger(__name__)
+
+class CannotListen(OSError):
+    """The server's address cannot be bound (a port in use, an address this host does not have)."""
+
 
 # Once the drain is over, how long handlers still running (a delivery past the grace, a socket
 # being closed) get before they are cancelled; a cancelled delivery rolls back.
@@ -31,7 +36,11 @@ async def serve_until_signalled(app: web.Application, settings: Settings) -> Non
     runner = AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HANDLER_STOP_SECONDS)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        try:
+            await web.TCPSite(runner, settings.host, settings.port).start()
+        except OSError as error:
+            reason = os.strerror(error.errno) if error.errno else str(error)  # not asyncio's wordy text
+            raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
         logger.info("listening on http://%s:%d", settings.host, settings.port)
         stop, hurry = asyncio.Event(), asyncio.Event()
 
