@@ -94,7 +94,9 @@ async def test_event_message_carries_the_full_row(server: TestServer, http: aioh
         "id": row["id"], "cursor": 2, "tx_hash": row["tx_hash"], "block_height": 112195,
         "block_hash": row["block_hash"], "tx_index": 0, "event_index": 0, "contract_id": MONSTERS,
         "event_type": "nft_mint_event", "event_data": row["event_data"], "affected_addresses": [MINTER],
-        "success": True, "timestamp": "2024-11-02T12:36:43+00:00", "canonical": True,
+        "success": True, "timestamp": "2024-11-02T12:36:43+00:00", "network": "testnet",
+        "chainhook_uuid": "6d9a57f8-9657-4714-9fde-26310046a968",
+        "asset_identifier": "ST3FFRX7C911PZP5RHE148YDVDD9JWVS6FZRA60VS.monsters::nft-monsters", "canonical": True,
     }
 
 
@@ -116,7 +118,8 @@ async def test_rollbacks_reach_the_same_audience_and_restores_come_back(
     assert kinds == [("event", True)] * 3 + [("rollback", False)] * 3 + [("event", True)] * 3
     rollback = watcher.received[3][1]
     assert set(rollback) == {"id", "cursor", "block_hash", "block_height", "tx_hash", "event_index", "contract_id",
-                             "event_type", "affected_addresses", "canonical"}
+                             "event_type", "affected_addresses", "network", "asset_identifier", "canonical"}
+    assert (rollback["network"], rollback["asset_identifier"]) == ("mainnet", None)
     assert rollback["contract_id"] == FREDDIE
     assert watcher.cursors == sorted(watcher.cursors)
     assert other.received == []

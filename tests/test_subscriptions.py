@@ -29,7 +29,8 @@ def address(n: int) -> str:
 
 
 def event(**fields: Any) -> dict[str, Any]:
-    base = {"tx_hash": "0x" + "00" * 32, "contract_id": "", "event_type": "print_event", "affected_addresses": []}
+    base = {"tx_hash": "0x" + "00" * 32, "contract_id": "", "event_type": "print_event", "affected_addresses": [],
+            "network": "mainnet", "asset_identifier": None}
     return {**base, **fields}
 
 
@@ -74,16 +75,21 @@ CONTRACTS = [f"{address(900)}.c{n}" for n in range(3)]
 ADDRESSES = [address(n) for n in range(4)]
 TYPES = ["print_event", "ft_transfer_event", "contract_call"]
 TXS = ["0x" + f"{n:064x}" for n in range(3)]
+ASSETS = [f"{CONTRACTS[0]}::token", f"{CONTRACTS[1]}::nft"]
+NETWORKS = ["mainnet", "testnet"]
 
 filters = st.fixed_dictionaries({}, optional={
     "contract": st.lists(st.sampled_from(CONTRACTS), min_size=1, max_size=2),
     "address": st.lists(st.sampled_from(ADDRESSES), min_size=1, max_size=3),
     "event_type": st.lists(st.sampled_from(TYPES), min_size=1, max_size=2),
     "tx_hash": st.sampled_from(TXS),
+    "asset": st.lists(st.sampled_from(ASSETS), min_size=1, max_size=2),
+    "network": st.sampled_from(NETWORKS),
 })
 events = st.builds(event, tx_hash=st.sampled_from(TXS), contract_id=st.sampled_from(CONTRACTS),
                    event_type=st.sampled_from(TYPES),
-                   affected_addresses=st.lists(st.sampled_from(ADDRESSES), max_size=3))
+                   affected_addresses=st.lists(st.sampled_from(ADDRESSES), max_size=3),
+                   network=st.sampled_from(NETWORKS), asset_identifier=st.sampled_from([None, *ASSETS]))
 
 
 @settings(max_examples=300, deadline=None)

@@ -134,7 +134,7 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
         try:
             return await import_files(DeliveryWriter(pool), paths, batch_events=args.batch_events,
                                       abort_on_error=args.abort_on_error, report=console.progress,
-                                      skipped=console.skipped)
+                                      skipped=console.skipped, networks=settings.chainhook_networks)
         finally:
             await pool.close()
 

@@ -32,7 +32,7 @@ EVENT_TYPES = (
 
 # What a subscription (and a replay read of the log) can filter on.
 # Most selective first: the index key of a filter is the first of these it names.
-FILTER_FIELDS = ("tx_hash", "contract", "address", "event_type")
+FILTER_FIELDS = ("tx_hash", "asset", "contract", "address", "event_type", "network")
 
 Format = Literal["v1", "v2"]
 
@@ -59,6 +59,9 @@ class EventRow:
 # The columns of chainhook_events that hold an EventRow: named as its fields, in their order. The
 # store adds its own (id, last_cursor, canonical, source_format) around them.
 EVENT_COLUMNS = tuple(f.name for f in fields(EventRow))
+# Columns shown with every stored event that are not the row's own: the delivery's network and
+# Chainhook, and the FT/NFT asset the database derives from the row (``SP….token::name``, or None).
+SOURCE_COLUMNS = ("network", "chainhook_uuid", "asset_identifier")
 
 
 
@@ -67,10 +70,17 @@ def stored_event(record: Mapping[str, Any]) -> dict[str, Any]:
     newest change, its row, and whether it is canonical."""
     event = {"id": record["id"], "cursor": record["cursor"]}
     event.update((name, record[name]) for name in EVENT_COLUMNS)
+    event.update((name, record[name]) for name in SOURCE_COLUMNS)
     event["affected_addresses"] = list(record["affected_addresses"])
     event["timestamp"] = record["timestamp"].isoformat()
     event["canonical"] = record.get("canonical", True)
     return event
+
+
+def network_tips(tip: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each network's highest block: ``{"mainnet": {"block_height": …, "block_hash": …}, …}``."""
+    return {network: {"block_height": t["block_height"], "block_hash": t["block_hash"]}
+            for network, t in sorted(tip.get("networks", {}).items())}
 
 
 @dataclass(slots=True)
@@ -82,6 +92,7 @@ class DeliveryHeader:
 
     format: Format | None = None
     chainhook_uuid: str = ""
+    network: str = ""  # mainnet, testnet, ...: see chainhook/networks.py
     rollback_block_hashes: tuple[str, ...] = ()
     apply_blocks: int = 0
     skipped_events: int = 0
@@ -120,6 +131,8 @@ class EventQuery:
     address: str | None = None
     event_types: tuple[str, ...] = ()
     tx_hash: str | None = None
+    asset: str | None = None
+    network: str | None = None
     from_height: int | None = None
     to_height: int | None = None
     success: bool | None = None

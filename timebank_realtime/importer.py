@@ -12,10 +12,11 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .chainhook.networks import NO_OVERRIDES
 from .chainhook.normalize import parse_delivery
 from .chainhook.rows import tip_height
 from .errors import PayloadError
@@ -51,7 +52,7 @@ class ImportProgress:
 
 
 def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: bool,
-                    skipped: Callable[[str], None]) -> Iterator[Delivery]:
+                    skipped: Callable[[str], None], networks: Mapping[str, str]) -> Iterator[Delivery]:
     """Normalized deliveries, line by line; a bad line is recorded and told to ``skipped`` (or
     aborts), and never applied."""
     done_before = progress.bytes_read
@@ -64,7 +65,7 @@ def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: boo
             if not line.strip():
                 continue
             try:
-                delivery = parse_delivery(line)
+                delivery = parse_delivery(line, networks)
             except (UnicodeDecodeError, json.JSONDecodeError, PayloadError) as error:
                 message = f"{path}:{number}: {error}"
                 if abort_on_error:
@@ -75,17 +76,24 @@ def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: boo
             yield delivery
 
 
+def _source(delivery: Delivery) -> tuple[str, str, str]:
+    """What a batch shares: it is recorded as one delivery of one Chainhook, in one format, for one network."""
+    return delivery.chainhook_uuid, delivery.format, delivery.network
+
+
 def merge(batch: list[Delivery]) -> Delivery:
     """Rollback-free deliveries in order are one delivery with their events concatenated."""
     first = batch[0]
-    return Delivery(format=first.format, chainhook_uuid=first.chainhook_uuid, rollback_block_hashes=(),
+    return Delivery(format=first.format, chainhook_uuid=first.chainhook_uuid, network=first.network,
+                    rollback_block_hashes=(),
                     events=tuple(e for d in batch for e in d.events), apply_blocks=sum(d.apply_blocks for d in batch),
                     skipped_events=sum(d.skipped_events for d in batch),
                     tip_height=tip_height(d.tip_height for d in batch))
 
 
 async def import_files(writer: DeliveryWriter, paths: list[Path], *, batch_events: int, abort_on_error: bool,
-                       report: Callable[[ImportProgress], None], skipped: Callable[[str], None]) -> ImportProgress:
+                       report: Callable[[ImportProgress], None], skipped: Callable[[str], None],
+                       networks: Mapping[str, str] = NO_OVERRIDES) -> ImportProgress:
     progress = ImportProgress(total_bytes=sum(p.stat().st_size for p in paths))
     batch: list[Delivery] = []
 
@@ -101,10 +109,11 @@ async def import_files(writer: DeliveryWriter, paths: list[Path], *, batch_event
 
     for path in paths:
         end_of_file = progress.bytes_read + path.stat().st_size
-        for delivery in read_deliveries(path, progress, abort_on_error=abort_on_error, skipped=skipped):
+        for delivery in read_deliveries(path, progress, abort_on_error=abort_on_error, skipped=skipped,
+                                        networks=networks):
             progress.payloads += 1
             progress.events += len(delivery.events)
-            if batch and (batch[-1].chainhook_uuid, batch[-1].format) != (delivery.chainhook_uuid, delivery.format):
+            if batch and _source(batch[-1]) != _source(delivery):
                 await flush()
             if delivery.rollback_block_hashes:
                 await flush()

@@ -9,6 +9,8 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .chainhook.models import MAX_NETWORK_CHARS
+
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("timebank-realtime"))
@@ -28,6 +30,8 @@ class Settings(BaseSettings):
     chainhook_webhook_secret: SecretStr | None = None
     max_payload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     stream_delivery_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    # uuid=network pairs: the network of a Chainhook's deliveries, over what its payloads say.
+    chainhook_networks: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
 
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -63,6 +67,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("chainhook_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        networks: dict[str, str] = {}
+        for number, pair in enumerate(filter(None, (part.strip() for part in value.split(","))), start=1):
+            uuid, equals, network = (text.strip() for text in pair.partition("="))
+            if not (uuid and equals and network) or len(network) > MAX_NETWORK_CHARS:
+                raise ValueError(f"CHAINHOOK_NETWORKS takes uuid=network pairs separated by commas "
+                                 f"(a network of at most {MAX_NETWORK_CHARS} characters); pair {number} is not one")
+            networks[uuid] = network.lower()
+        return networks
 
     @field_validator("chainhook_webhook_secret", "socket_auth_secret", mode="before")
     @classmethod

@@ -30,7 +30,8 @@ Publish = Callable[[list[dict[str, Any]]], None]
 
 @dataclass(slots=True)
 class Pushed:
-    """How far the log has been handed to the publisher, and the chain tip as of there."""
+    """How far the log has been handed to the publisher, and the chain tip as of there: the highest
+    block of any network, and under ``networks`` the highest of each."""
 
     cursor: int
     tip: dict[str, Any]
@@ -42,10 +43,13 @@ class Pushed:
 
     def _note_tip(self, record: Mapping[str, Any]) -> None:
         self.tip["last_delivery_at"] = record.get("committed_at")
-        height = self.tip.get("block_height")
-        if record["change"] != "rollback" and (height is None or record["block_height"] >= height):
-            self.tip["block_height"] = record["block_height"]
-            self.tip["block_hash"] = record["block_hash"]
+        if record["change"] == "rollback":
+            return
+        for tip in (self.tip, self.tip.setdefault("networks", {}).setdefault(record["network"], {})):
+            height = tip.get("block_height")
+            if height is None or record["block_height"] >= height:
+                tip["block_height"] = record["block_height"]
+                tip["block_hash"] = record["block_hash"]
 
 
 class Tailer:

@@ -28,6 +28,7 @@ MAX_PRINCIPAL_CHARS = 41 + 1 + 128
 # An asset identifier: a contract principal, "::", an asset name (a Clarity name, at most 128).
 MAX_ASSET_IDENTIFIER_CHARS = MAX_PRINCIPAL_CHARS + 2 + 128
 MAX_UUID_CHARS = 128  # chainhook uuids are 36; names the deliveries table's primary key
+MAX_NETWORK_CHARS = 64  # "mainnet", "testnet"; a filter value, so kept short
 # Token amounts: Clarity's largest integer (u128) has 39 digits.
 MAX_AMOUNT_DIGITS = 40
 
@@ -37,6 +38,7 @@ Hash = Annotated[str, StringConstraints(pattern=r"^0x(?:[0-9a-fA-F]{64})?$")]
 Principal = Annotated[str, StringConstraints(max_length=MAX_PRINCIPAL_CHARS)]
 AssetIdentifier = Annotated[str, StringConstraints(max_length=MAX_ASSET_IDENTIFIER_CHARS)]
 Uuid = Annotated[str, StringConstraints(max_length=MAX_UUID_CHARS)]
+Network = Annotated[str, StringConstraints(max_length=MAX_NETWORK_CHARS)]
 Height = Annotated[int, Field(ge=0, le=MAX_BLOCK_HEIGHT)]
 Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP)]
 _AMOUNT_TEXT = re.compile(rf"-?[0-9]{{1,{MAX_AMOUNT_DIGITS}}}")
@@ -210,7 +212,7 @@ class V2Block(_Lenient):
 
 class V2Event(_Lenient):
     chain: Literal["stacks"]
-    network: str
+    network: Network
     apply: list[V2Block]
     rollback: list[V2Block]
 

@@ -15,7 +15,8 @@ Pure: bytes in, rows out.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import ijson
@@ -27,14 +28,17 @@ from ..events import DeliveryHeader, EventRow, Format
 from . import v1, v2
 from .models import (
     BlockIdentifier,
+    Payload,
     Timestamp,
     V1Block,
     V1Transaction,
     V2Block,
+    V2Payload,
     V2Transaction,
     parse_payload,
     payload_error,
 )
+from .networks import NO_OVERRIDES, network_of_principal, resolve_network
 from .rows import tip_height
 
 _READ_SIZE = 64 * 1024
@@ -81,11 +85,12 @@ class _Reader:
         return chunk
 
 
-def stream_rows(body: bytes | bytearray, delivery: DeliveryHeader) -> Iterator[EventRow]:
+def stream_rows(body: bytes | bytearray, delivery: DeliveryHeader,
+                networks: Mapping[str, str] = NO_OVERRIDES) -> Iterator[EventRow]:
     """The delivery's rows, each natural key once, filling in ``delivery`` as the body is read (it is
-    complete once the last row has been taken)."""
+    complete once the last row has been taken). ``networks`` as for ``parse_delivery``."""
     seen: set[tuple[str, str, int]] = set()
-    for row in _rows(body, delivery):
+    for row in _rows(body, delivery, _SourceGuess(body, networks)):
         if row.natural_key in seen:
             delivery.repeats += 1
             continue
@@ -97,10 +102,10 @@ def stream_rows(body: bytes | bytearray, delivery: DeliveryHeader) -> Iterator[E
 _OPEN = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
 
 
-def _rows(body: bytes | bytearray, delivery: DeliveryHeader) -> Iterator[EventRow]:
+def _rows(body: bytes | bytearray, delivery: DeliveryHeader, source: _SourceGuess) -> Iterator[EventRow]:
     events = ijson.parse(_Reader(body), use_float=True)
     try:
-        yield from _rows_of(events, delivery)
+        yield from _rows_of(events, delivery, source)
     except PayloadError:
         # A body that is not JSON is a 400 whatever it held before the syntax error: read on.
         _drain(events)
@@ -122,7 +127,8 @@ def _drain(events: Iterator[tuple[str, str, Any]]) -> None:
         raise NeedsWholeParse(f"the incremental parser stopped: {error}") from None
 
 
-def _rows_of(events: Iterator[tuple[str, str, Any]], delivery: DeliveryHeader) -> Iterator[EventRow]:
+def _rows_of(events: Iterator[tuple[str, str, Any]], delivery: DeliveryHeader,
+             source: _SourceGuess) -> Iterator[EventRow]:
     skeleton = ijson.ObjectBuilder()
     transaction: ijson.ObjectBuilder | None = None
     level = tx_level = 0
@@ -138,7 +144,9 @@ def _rows_of(events: Iterator[tuple[str, str, Any]], delivery: DeliveryHeader) -
             transaction.event(event, value)
             if level < tx_level:
                 assert block is not None and delivery.format is not None
-                yield from _transaction_rows(delivery, block, block_number, tx_number, transaction.value)
+                rows = _transaction_rows(delivery, block, block_number, tx_number, transaction.value)
+                source.note_transaction(delivery, transaction.value, skeleton.value)
+                yield from rows
                 transaction, tx_number = None, tx_number + 1
             continue
         if event == "map_key" or prefix in _ROLLBACKS:
@@ -155,7 +163,7 @@ def _rows_of(events: Iterator[tuple[str, str, Any]], delivery: DeliveryHeader) -
             block_number, tx_number, block = block_number + 1, 0, None
             keys.new_block()
         skeleton.event(event, value)
-    _finish(delivery, skeleton.value)
+    _finish(delivery, skeleton.value, source)
 
 
 def _expect_object(event: str, what: str) -> None:
@@ -193,6 +201,59 @@ class _KeyGuard:
         if key in seen:
             raise NeedsWholeParse(f"a repeated key {key!r}")
         seen.add(key)
+
+
+class _SourceGuess:
+    """The delivery's Chainhook uuid and network while streaming. Rows are written as they come, with
+    both, so they are settled at the first transaction from what is known by then: the keys read so
+    far, the uuid found near either end of the body (where the ``chainhook`` object sits), the sender's
+    address. Once the whole body is read, a uuid or network that turns out different sends the
+    delivery to the whole-body path, which discards what was written."""
+
+    def __init__(self, body: bytes | bytearray, overrides: Mapping[str, str]) -> None:
+        self._uuid_hint = _uuid_near_ends(body)
+        self._overrides = overrides
+        self._derived: str | None = None
+
+    def note_transaction(self, delivery: DeliveryHeader, transaction: Any, document: Any) -> None:
+        if self._derived is None:  # validated by now: a dict with a string sender
+            metadata = transaction["metadata"]
+            self._derived = network_of_principal(metadata.get("sender") or metadata.get("sender_address") or "")
+        if not delivery.network:
+            delivery.chainhook_uuid = _known(document, "chainhook", "uuid") or self._uuid_hint
+            delivery.network = resolve_network(
+                chainhook_uuid=delivery.chainhook_uuid, named=_known(document, "event", "network"),
+                derived=self._derived, overrides=self._overrides)
+
+    def settle(self, delivery: DeliveryHeader, payload: Payload) -> None:
+        named = payload.event.network if isinstance(payload, V2Payload) else None
+        uuid = payload.chainhook.uuid
+        network = resolve_network(chainhook_uuid=uuid, named=named, derived=self._derived, overrides=self._overrides)
+        if delivery.network and (delivery.chainhook_uuid, delivery.network) != (uuid, network):
+            raise NeedsWholeParse("the delivery's Chainhook or network was known only after its rows")
+        delivery.chainhook_uuid, delivery.network = uuid, network
+
+
+_ENDS = 4096  # bytes searched at each end of the body for the chainhook's uuid
+_UUID = re.compile(rb'"uuid"\s*:\s*"([^"\\]{1,128})"')
+
+
+def _uuid_near_ends(body: bytes | bytearray) -> str:
+    """The first plainly written ``"uuid"`` after a ``"chainhook"`` key near the end or the start of
+    the body, else ''. Only a hint: the parsed payload decides."""
+    for window, key_at in ((bytes(body[-_ENDS:]), bytes.rfind), (bytes(body[:_ENDS]), bytes.find)):
+        start = key_at(window, b'"chainhook"')
+        found = _UUID.search(window, start) if start >= 0 else None
+        if found:
+            return found.group(1).decode("utf-8", "replace")
+    return ""
+
+
+def _known(document: Any, *keys: str) -> str:
+    """A string already read into the skeleton document, or ''."""
+    for key in keys:
+        document = document.get(key) if isinstance(document, dict) else None
+    return document if isinstance(document, str) else ""
 
 
 def _note_format(delivery: DeliveryHeader, key: str) -> None:
@@ -242,13 +303,13 @@ def _validated(adapter: TypeAdapter[Any], document: Any, path: str) -> Any:
         raise payload_error(error, path) from None
 
 
-def _finish(delivery: DeliveryHeader, document: Any) -> None:
+def _finish(delivery: DeliveryHeader, document: Any, source: _SourceGuess) -> None:
     """Validate everything but the transactions (already done) and fill in the rest of ``delivery``."""
     payload = parse_payload(document)  # PayloadError names the problem, with its path
+    source.settle(delivery, payload)
     blocks = payload.apply if delivery.format == "v1" else payload.event.apply  # type: ignore[union-attr]
     rollbacks = payload.rollback if delivery.format == "v1" else payload.event.rollback  # type: ignore[union-attr]
     if rollbacks:
         raise NeedsWholeParse("rollbacks are applied before the rows")
-    delivery.chainhook_uuid = payload.chainhook.uuid
     delivery.apply_blocks = len(blocks)
     delivery.tip_height = tip_height(b.block_identifier.index for b in blocks)

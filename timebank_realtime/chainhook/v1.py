@@ -7,6 +7,7 @@ step.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -16,6 +17,7 @@ from .models import AssetIdentifier as _AssetIdentifier
 from .models import LoosePrincipal as _LoosePrincipal
 from .models import Principal as _Principal
 from .models import V1Block, V1Event, V1Payload, V1Transaction, payload_error
+from .networks import NO_OVERRIDES, first_network, resolve_network
 from .rows import (
     TRANSACTION_ROW_INDEX,
     TxContext,
@@ -132,7 +134,8 @@ V1_EVENT_TYPES: dict[str, tuple[str, type[_EventData]]] = {
 _TRANSACTION_ROWS = {"ContractCall": "contract_call", "ContractDeployment": "contract_deployment"}
 
 
-def normalize(payload: V1Payload) -> Delivery:
+def normalize(payload: V1Payload, networks: Mapping[str, str] = NO_OVERRIDES) -> Delivery:
+    """``networks``: the operator's network for a Chainhook uuid (see networks.py)."""
     rows: list[EventRow] = []
     skipped = 0
     for block_number, block in enumerate(payload.apply):
@@ -144,12 +147,20 @@ def normalize(payload: V1Payload) -> Delivery:
     return Delivery(
         format="v1",
         chainhook_uuid=payload.chainhook.uuid,
+        network=resolve_network(chainhook_uuid=payload.chainhook.uuid, named=None, overrides=networks,
+                                derived=first_network(_senders(payload))),
         rollback_block_hashes=tuple(b.block_identifier.hash for b in payload.rollback),
         events=tuple(rows),
         apply_blocks=len(payload.apply),
         skipped_events=skipped,
         tip_height=tip_height(b.block_identifier.index for b in payload.apply),
     )
+
+
+def _senders(payload: V1Payload) -> Iterator[str]:
+    for block in (*payload.apply, *payload.rollback):
+        for tx in block.transactions:
+            yield tx.metadata.sender
 
 
 def _called_contract(tx: V1Transaction) -> str:

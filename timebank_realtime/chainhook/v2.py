@@ -7,12 +7,13 @@ step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..events import Delivery, EventRow
 from .models import V2Block, V2Operation, V2Payload, V2Transaction
+from .networks import NO_OVERRIDES, first_network, resolve_network
 from .rows import (
     TRANSACTION_ROW_INDEX,
     TxContext,
@@ -33,7 +34,8 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def normalize(payload: V2Payload) -> Delivery:
+def normalize(payload: V2Payload, networks: Mapping[str, str] = NO_OVERRIDES) -> Delivery:
+    """``networks``: the operator's network for a Chainhook uuid (see networks.py)."""
     rows: list[EventRow] = []
     for block in payload.event.apply:
         for tx in block.transactions:
@@ -41,12 +43,20 @@ def normalize(payload: V2Payload) -> Delivery:
     return Delivery(
         format="v2",
         chainhook_uuid=payload.chainhook.uuid,
+        network=resolve_network(chainhook_uuid=payload.chainhook.uuid, named=payload.event.network,
+                                overrides=networks, derived=first_network(_senders(payload))),
         rollback_block_hashes=tuple(b.block_identifier.hash for b in payload.event.rollback),
         events=tuple(rows),
         apply_blocks=len(payload.event.apply),
         skipped_events=0,
         tip_height=tip_height(b.block_identifier.index for b in payload.event.apply),
     )
+
+
+def _senders(payload: V2Payload) -> Iterator[str]:
+    for block in (*payload.event.apply, *payload.event.rollback):
+        for tx in block.transactions:
+            yield tx.metadata.sender_address
 
 
 def _called_contract(tx: V2Transaction) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..events import stored_event
+from ..events import network_tips, stored_event
 from ..keys import HISTORY, HUB, TAILER
 from ..realtime.subscriptions import FilterError, validate_value
 from .errors import error_response
@@ -57,6 +57,7 @@ async def status(request: web.Request) -> web.Response:
         "events_stored": stored["events"],
         "events_rolled_back": stored["rolled_back"],
         "chain_tip": {"block_height": tip.get("block_height"), "block_hash": tip.get("block_hash")},
+        "chain_tips": network_tips(tip),
         "last_delivery": {"at": latest["last_delivery_at"], "format": latest["source_format"]} if latest else None,
         "chainhooks": chainhooks,
         "sockets": hub.connection_count,

@@ -31,7 +31,8 @@ _EVENT = {
     "type": "object",
     "additionalProperties": False,
     "required": ["id", "cursor", "tx_hash", "block_height", "block_hash", "tx_index", "event_index", "contract_id",
-                 "event_type", "event_data", "affected_addresses", "success", "timestamp", "canonical"],
+                 "event_type", "event_data", "affected_addresses", "success", "timestamp", "network",
+                 "chainhook_uuid", "asset_identifier", "canonical"],
     "properties": {
         "id": {"type": "integer"},
         "cursor": {"type": "integer", "description": "Cursor of the event's newest change (apply, rollback, restore)."},
@@ -46,15 +47,24 @@ _EVENT = {
         "affected_addresses": {"type": "array", "items": {"type": "string"}},
         "success": {"type": "boolean"},
         "timestamp": {"type": "string", "format": "date-time"},
+        "network": {"type": "string", "description": "mainnet, testnet, ... (docs/normalization.md#networks)."},
+        "chainhook_uuid": {"type": "string",
+                           "description": "The Chainhook that delivered it ('' for rows stored before it was kept)."},
+        "asset_identifier": {"type": "string", "nullable": True,
+                             "description": "The FT/NFT asset (SP….token::name) of an ft_/nft_ event."},
         "canonical": {"type": "boolean"},
     },
 }
 
+_TIPS = {"type": "object", "description": "Each network's highest canonical block.",
+         "additionalProperties": {"type": "object", "required": ["block_height", "block_hash"], "properties": {
+             "block_height": {"type": "integer"}, "block_hash": {"type": "string"}}}}
+
 _STATUS = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["cursor", "events_stored", "events_rolled_back", "chain_tip", "last_delivery", "chainhooks",
-                 "sockets", "subscriptions"],
+    "required": ["cursor", "events_stored", "events_rolled_back", "chain_tip", "chain_tips", "last_delivery",
+                 "chainhooks", "sockets", "subscriptions"],
     "properties": {
         "cursor": {"type": "integer"},
         "events_stored": {"type": "integer"},
@@ -62,13 +72,16 @@ _STATUS = {
         "chain_tip": {"type": "object", "required": ["block_height", "block_hash"], "properties": {
             "block_height": {"type": "integer", "nullable": True},
             "block_hash": {"type": "string", "nullable": True}}},
+        "chain_tips": _TIPS,
         "last_delivery": {"type": "object", "nullable": True, "required": ["at", "format"], "properties": {
             "at": {"type": "string", "format": "date-time"}, "format": {"type": "string", "enum": ["v1", "v2"]}}},
         "chainhooks": {"type": "array", "items": {
             "type": "object",
-            "required": ["chainhook_uuid", "source_format", "last_block_height", "last_delivery_at", "deliveries"],
+            "required": ["chainhook_uuid", "source_format", "network", "last_block_height", "last_delivery_at",
+                         "deliveries"],
             "properties": {"chainhook_uuid": {"type": "string"},
                            "source_format": {"type": "string", "enum": ["v1", "v2"]},
+                           "network": {"type": "string"},
                            "last_block_height": {"type": "integer", "nullable": True},
                            "last_delivery_at": {"type": "string", "format": "date-time"},
                            "deliveries": {"type": "integer"}}}},
@@ -80,6 +93,7 @@ _STATUS = {
 _READY = {
     "type": "object", "required": ["status"],
     "properties": {"status": {"type": "string", "enum": ["ready", "unready"]}, "cursor": {"type": "integer"},
+                   "chain_tips": _TIPS,
                    "reasons": {"type": "array", "items": {"type": "string"}}},
 }
 
@@ -89,6 +103,8 @@ _EVENTS_PARAMETERS = [
     _query("event_type", {"type": "array", "items": {"type": "string", "enum": list(EVENT_TYPES)}},
            "Event type; repeat for any of several.", style="form", explode=True),
     _query("tx_hash", _TX_HASH, "Transaction hash."),
+    _query("asset", {"type": "string", "minLength": 1}, "FT/NFT asset (SP….token::name) an ft_/nft_ event moves."),
+    _query("network", {"type": "string", "minLength": 1, "maxLength": 64}, "Network: mainnet, testnet, ..."),
     _query("from_height", _CURSOR, "Lowest block height."),
     _query("to_height", _CURSOR, "Highest block height."),
     _query("success", {"type": "boolean"}, "Only events of successful (true) or failed (false) transactions."),

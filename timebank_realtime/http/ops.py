@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..errors import DatabaseUnavailable
+from ..events import network_tips
 from ..keys import DRAINING, HISTORY, METRICS, SETTINGS, TAILER, TAILER_TASK
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..store.migrate import load_migrations
@@ -66,7 +67,8 @@ async def readyz(request: web.Request) -> web.Response:
         reasons.append(f"the tailer is {tailer.lag()} changes behind and made no progress for {limit:g}s")
     if reasons:
         return web.json_response({"status": "unready", "reasons": reasons}, status=503)
-    return web.json_response({"status": "ready", "cursor": tailer.cursor})
+    return web.json_response({"status": "ready", "cursor": tailer.cursor,
+                              "chain_tips": network_tips(tailer.pushed.tip)})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -8,8 +8,8 @@ from ..events import DEFAULT_LIMIT, EventQuery
 from ..realtime.subscriptions import FilterError, validate_value
 
 MAX_LIMIT = 1000
-_SINGLE = ("contract", "address", "tx_hash", "from_height", "to_height", "success", "include_rolled_back",
-           "after", "before", "limit", "order")
+_SINGLE = ("contract", "address", "tx_hash", "asset", "network", "from_height", "to_height", "success",
+           "include_rolled_back", "after", "before", "limit", "order")
 _REPEATABLE = ("event_type",)
 PARAMETERS = _SINGLE + _REPEATABLE
 
@@ -77,6 +77,8 @@ def parse_event_query(params: Mapping[str, Sequence[str]]) -> EventQuery:
         address=optional_filter("address"),
         event_types=tuple(_filter_value("event_type", "event_type", v) for v in params.get("event_type", [])),
         tx_hash=optional_filter("tx_hash"),
+        asset=optional_filter("asset"),
+        network=optional_filter("network"),
         from_height=optional_integer("from_height"),
         to_height=optional_integer("to_height"),
         success=_boolean("success", raw["success"]) if raw["success"] is not None else None,

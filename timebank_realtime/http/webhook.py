@@ -9,6 +9,7 @@ import ipaddress
 import json
 import logging
 import time
+from collections.abc import Mapping
 
 from aiohttp import web
 from pydantic import SecretStr
@@ -19,6 +20,7 @@ from ..errors import DatabaseUnavailable
 from ..events import DeliveryHeader
 from ..keys import DRAINING, METRICS, SETTINGS, WRITER
 from ..metrics import Metrics
+from ..settings import Settings
 from ..store.deliveries import DeliveryResult, DeliveryWriter
 from .bodies import receive_body
 from .errors import InvalidBody, answer_for, error_response, internal_error
@@ -106,7 +108,7 @@ async def _deliver(request: web.Request, started: float) -> tuple[web.Response, 
     if isinstance(body, web.Response):
         return body, "unknown"
     try:
-        delivery, result, streamed = await _store(request.app[WRITER], body, settings.stream_delivery_bytes)
+        delivery, result, streamed = await _store(request.app[WRITER], body, settings)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidBody("invalid_json", f"the body is not JSON: {error}") from None
     assert delivery.format is not None  # known once the delivery is stored
@@ -130,24 +132,25 @@ async def _deliver(request: web.Request, started: float) -> tuple[web.Response, 
 
 
 async def _store(writer: DeliveryWriter, body: bytearray,
-                 stream_bytes: int) -> tuple[DeliveryHeader, DeliveryResult, bool]:
+                 settings: Settings) -> tuple[DeliveryHeader, DeliveryResult, bool]:
     """Store the delivery: streamed when large and of the common shape, else parsed whole. Returns
     what the delivery was, what was stored, and whether it streamed."""
-    if len(body) > stream_bytes:
+    if len(body) > settings.stream_delivery_bytes:
         streamed = DeliveryHeader()
-        result = await _store_streamed(writer, body, streamed)
+        result = await _store_streamed(writer, body, streamed, settings.chainhook_networks)
         if result is not None:
             return streamed, result, True
-    delivery = parse_delivery(body)
+    delivery = parse_delivery(body, settings.chainhook_networks)
     return delivery, await writer.apply_delivery(delivery), False
 
 
-async def _store_streamed(writer: DeliveryWriter, body: bytearray, delivery: DeliveryHeader) -> DeliveryResult | None:
+async def _store_streamed(writer: DeliveryWriter, body: bytearray, delivery: DeliveryHeader,
+                          networks: Mapping[str, str]) -> DeliveryResult | None:
     """Store a large delivery while parsing it (see chainhook/streaming.py), filling in ``delivery``.
     None when it has to be parsed whole instead: a shape that cannot stream, or rows stored before
     (repeats, restores)."""
     try:
-        result = await writer.append_stream(stream_rows(body, delivery), delivery)
+        result = await writer.append_stream(stream_rows(body, delivery, networks), delivery)
     except NeedsWholeParse as reason:
         logger.info("delivery parsed whole: %s", reason)
         return None

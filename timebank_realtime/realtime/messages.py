@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..events import stored_event
+from ..events import network_tips, stored_event
 
 EVENT = "chainhook:event"
 ROLLBACK = "chainhook:rollback"
@@ -34,6 +34,8 @@ def rollback_message(record: Mapping[str, Any]) -> dict[str, Any]:
         "contract_id": record["contract_id"],
         "event_type": record["event_type"],
         "affected_addresses": list(record["affected_addresses"]),
+        "network": record["network"],
+        "asset_identifier": record["asset_identifier"],
         "canonical": False,
     }
 
@@ -57,10 +59,12 @@ def _iso(value: datetime | None) -> str | None:
 def heartbeat_message(cursor: int, tip: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     return {
         "cursor": cursor,
+        # The highest block of any network (kept for clients that read it); ``tips`` has each network's.
         "tip": {
             "block_height": tip.get("block_height"),
             "block_hash": tip.get("block_hash"),
             "last_delivery_at": _iso(tip.get("last_delivery_at")),
         },
+        "tips": network_tips(tip),
         "server_time": now.isoformat(),
     }

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..chainhook.principals import InvalidPrincipal, validate_contract_id, validate_principal
+from ..chainhook.models import MAX_NETWORK_CHARS
+from ..chainhook.principals import InvalidPrincipal, is_contract_name, validate_contract_id, validate_principal
 from ..errors import CodedError
 from ..events import EVENT_TYPES
 from ..events import FILTER_FIELDS as FIELDS
@@ -34,9 +35,11 @@ class FilterError(CodedError):
 @dataclass(frozen=True, slots=True)
 class Filter:
     tx_hash: frozenset[str] = frozenset()
+    asset: frozenset[str] = frozenset()
     contract: frozenset[str] = frozenset()
     address: frozenset[str] = frozenset()
     event_type: frozenset[str] = frozenset()
+    network: frozenset[str] = frozenset()
 
     def values(self, name: str) -> frozenset[str]:
         values: frozenset[str] = getattr(self, name)
@@ -48,6 +51,10 @@ class Filter:
         if self.contract and event["contract_id"] not in self.contract:
             return False
         if self.event_type and event["event_type"] not in self.event_type:
+            return False
+        if self.network and event["network"] not in self.network:
+            return False
+        if self.asset and event["asset_identifier"] not in self.asset:
             return False
         return not self.address or not self.address.isdisjoint(event["affected_addresses"])
 
@@ -77,14 +84,23 @@ def _as_values(name: str, raw: Any, max_values: int) -> list[str]:
 
 
 def validate_value(name: str, value: str) -> str:
-    """One filter value, checked and normalized (tx hashes lower-cased); FilterError otherwise."""
+    """One filter value, checked and normalized (tx hashes and networks lower-cased); FilterError
+    otherwise."""
     try:
         if name == "contract":
             return validate_contract_id(value)
         if name == "address":
             return validate_principal(value)
+        if name == "asset":
+            return _validate_asset(value)
     except InvalidPrincipal as error:
         raise FilterError(f"invalid_{name}", str(error)) from None
+    if name == "network":
+        network = value.strip().lower()
+        if not 0 < len(network) <= MAX_NETWORK_CHARS:
+            raise FilterError("invalid_network", f"a network is a name of 1 to {MAX_NETWORK_CHARS} characters, "
+                              "e.g. mainnet or testnet")
+        return network
     if name == "event_type":
         if value not in EVENT_TYPES:
             raise FilterError("invalid_event_type",
@@ -94,6 +110,17 @@ def validate_value(name: str, value: str) -> str:
     if not _TX_HASH.fullmatch(normalized):
         raise FilterError("invalid_tx_hash", f"{value!r} is not a 0x-prefixed 32-byte hex transaction hash")
     return normalized
+
+
+def _validate_asset(value: str) -> str:
+    """``SP….contract::asset-name``: a contract and one of its fungible or non-fungible assets."""
+    contract, colons, asset_name = value.partition("::")
+    if not colons:
+        raise InvalidPrincipal(f"{value!r} is not of the form ADDRESS.contract-name::asset-name")
+    validate_contract_id(contract)
+    if not is_contract_name(asset_name):
+        raise InvalidPrincipal(f"{asset_name!r} is not a valid asset name")
+    return value
 
 
 def _fields_of(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -220,8 +247,9 @@ class SubscriptionRegistry:
     def _candidate_sets(self, event: Mapping[str, Any]) -> Iterator[set[Filter]]:
         if self._firehose:
             yield self._firehose
-        for lookup in (("tx_hash", event["tx_hash"]), ("contract", event["contract_id"]),
-                       ("event_type", event["event_type"])):
+        for lookup in (("tx_hash", event["tx_hash"]), ("asset", event["asset_identifier"]),
+                       ("contract", event["contract_id"]), ("event_type", event["event_type"]),
+                       ("network", event["network"])):
             found = self._index.get(lookup)
             if found:
                 yield found

@@ -59,10 +59,10 @@ JOIN chainhook_events AS e
 _INSERT_SQL = """
 INSERT INTO chainhook_events (tx_hash, block_height, block_hash, tx_index, event_index, contract_id,
                               event_type, event_data, affected_addresses, success, "timestamp",
-                              last_cursor, source_format)
+                              last_cursor, source_format, network, chainhook_uuid)
 SELECT u.tx_hash, u.block_height, u.block_hash, u.tx_index, u.event_index, u.contract_id, u.event_type,
        u.event_data::jsonb, ARRAY(SELECT jsonb_array_elements_text(u.addresses::jsonb)), u.success,
-       u.ts, u.last_cursor, $13
+       u.ts, u.last_cursor, $13, $14, $15
 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::int[], $6::text[], $7::text[],
             $8::text[], $9::text[], $10::bool[], $11::timestamptz[], $12::bigint[])
      AS u(tx_hash, block_height, block_hash, tx_index, event_index, contract_id, event_type,
@@ -79,7 +79,7 @@ WITH logged AS (
 ), moved AS (
     UPDATE chainhook_cursor SET last_cursor = $2
 ), recorded AS ({record_delivery})
-SELECT pg_notify($6, $2::text)
+SELECT pg_notify($7, $2::text)
 """  # {record_delivery}: the delivery upsert below, with the statement's own parameter numbers
 
 _RESTORE_SQL = """
@@ -88,16 +88,18 @@ FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_cursor) WHERE e.id = u.id
 """
 
 _DELIVERY_UPSERT = """
-INSERT INTO chainhook_deliveries AS d (chainhook_uuid, source_format, last_block_height, last_delivery_at, deliveries)
-VALUES (${uuid}, ${fmt}, ${height}, now(), 1)
+INSERT INTO chainhook_deliveries AS d (chainhook_uuid, source_format, network, last_block_height, last_delivery_at,
+                                      deliveries)
+VALUES (${uuid}, ${fmt}, ${network}, ${height}, now(), 1)
 ON CONFLICT (chainhook_uuid) DO UPDATE
 SET source_format = EXCLUDED.source_format,
+    network = EXCLUDED.network,
     last_block_height = GREATEST(d.last_block_height, EXCLUDED.last_block_height),
     last_delivery_at = EXCLUDED.last_delivery_at,
     deliveries = d.deliveries + 1
 """
-_RECORD_DELIVERY_SQL = _DELIVERY_UPSERT.format(uuid=1, fmt=2, height=3)
-_APPEND_TAIL_SQL = _APPEND_TAIL_SQL.format(record_delivery=_DELIVERY_UPSERT.format(uuid=3, fmt=4, height=5))
+_RECORD_DELIVERY_SQL = _DELIVERY_UPSERT.format(uuid=1, fmt=2, network=3, height=4)
+_APPEND_TAIL_SQL = _APPEND_TAIL_SQL.format(record_delivery=_DELIVERY_UPSERT.format(uuid=3, fmt=4, network=5, height=6))
 
 _RECORD_CHANGES_SQL = """
 INSERT INTO chainhook_changes ("cursor", event_id, change)
@@ -105,7 +107,7 @@ SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])
 """
 
 # The order of the records copy_records makes.
-_COPY_COLUMNS = (*EVENT_COLUMNS, "last_cursor", "source_format")
+_COPY_COLUMNS = (*EVENT_COLUMNS, "last_cursor", "source_format", "network", "chainhook_uuid")
 
 
 async def _copy_rows(conn: asyncpg.Connection, records: Iterable[tuple[Any, ...]]) -> None:
@@ -175,7 +177,7 @@ class DeliveryWriter:
             # Cursors in payload (chain) order, whether a row is new or comes back after a rollback.
             changed = [r for r in rows if r.natural_key not in existing or not existing[r.natural_key]["canonical"]]
             cursor_of = {row.natural_key: cursor + n for n, row in enumerate(changed, start=1)}
-            inserted = await self._insert(conn, new_rows, cursor_of, delivery.format)
+            inserted = await self._insert(conn, new_rows, cursor_of, delivery)
             restored = [(existing[r.natural_key]["id"], cursor_of[r.natural_key])
                         for r in changed if r.natural_key in existing]
             if restored:
@@ -183,7 +185,7 @@ class DeliveryWriter:
             changes = rolled_back + sorted(inserted + [(i, c, "restore") for i, c in restored], key=lambda c: c[1])
             last_cursor = await self._record_changes(conn, changes)
             await conn.execute(_RECORD_DELIVERY_SQL, pg_safe(delivery.chainhook_uuid), delivery.format,
-                               delivery.tip_height)
+                               pg_safe(delivery.network), delivery.tip_height)
         return DeliveryResult(
             applied=len(inserted),
             duplicates=delivery.repeats + len(rows) - len(changed),
@@ -204,12 +206,12 @@ class DeliveryWriter:
                 head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
                 await _copy_rows(conn, copy_records(rows, head, delivery))
                 last = head + delivery.rows
-                uuid = pg_safe(delivery.chainhook_uuid)
+                uuid, network = pg_safe(delivery.chainhook_uuid), pg_safe(delivery.network)
                 if delivery.rows:
-                    await conn.execute(_APPEND_TAIL_SQL, head, last, uuid, delivery.format, delivery.tip_height,
-                                       NOTIFY_CHANNEL)
+                    await conn.execute(_APPEND_TAIL_SQL, head, last, uuid, delivery.format, network,
+                                       delivery.tip_height, NOTIFY_CHANNEL)
                 else:
-                    await conn.execute(_RECORD_DELIVERY_SQL, uuid, delivery.format, delivery.tip_height)
+                    await conn.execute(_RECORD_DELIVERY_SQL, uuid, delivery.format, network, delivery.tip_height)
         except asyncpg.UniqueViolationError:
             return None
         return DeliveryResult(applied=delivery.rows, duplicates=delivery.repeats, rolled_back=0, restored=0,
@@ -226,11 +228,11 @@ class DeliveryWriter:
         return sorted(((r["id"], r["last_cursor"], "rollback") for r in records), key=lambda c: c[1])
 
     async def _insert(self, conn: asyncpg.Connection, rows: Sequence[EventRow], cursor_of: dict[Any, int],
-                      source_format: str) -> list[tuple[int, int, str]]:
+                      delivery: Delivery) -> list[tuple[int, int, str]]:
         if not rows:
             return []
         records = await conn.fetch(_INSERT_SQL, *insert_arguments(rows, [cursor_of[r.natural_key] for r in rows],
-                                                                    source_format))
+                                                                    delivery))
         return [(r["id"], r["last_cursor"], "apply") for r in records]
 
     async def _record_changes(self, conn: asyncpg.Connection, changes: list[tuple[int, int, str]]) -> int | None:

@@ -8,12 +8,12 @@ from typing import Any
 
 import asyncpg
 
-from ..events import EVENT_COLUMNS, EventQuery
+from ..events import EVENT_COLUMNS, SOURCE_COLUMNS, EventQuery
 from .db import Database
 
 
 def _event_column_list(table: str = "") -> str:
-    return ", ".join(f'{table}"{name}"' for name in EVENT_COLUMNS)
+    return ", ".join(f'{table}"{name}"' for name in (*EVENT_COLUMNS, *SOURCE_COLUMNS))
 
 
 _CHANGES_SQL = f"""
@@ -28,6 +28,8 @@ _MATCH_CONDITIONS = {
     "contract": "e.contract_id = ANY(${n}::text[])",
     "address": "e.affected_addresses && ${n}::text[]",
     "event_type": "e.event_type = ANY(${n}::text[])",
+    "asset": "e.asset_identifier = ANY(${n}::text[])",
+    "network": "e.network = ANY(${n}::text[])",
 }
 
 
@@ -78,6 +80,8 @@ def _event_conditions(query: EventQuery) -> tuple[list[str], list[Any]]:
         ("event_type = {n}", single_type),
         ("event_type = ANY({n}::text[])", several_types),
         ("tx_hash = {n}", query.tx_hash),
+        ("asset_identifier = {n}", query.asset),
+        ("network = {n}", query.network),
         ("block_height >= {n}", query.from_height),
         ("block_height <= {n}", query.to_height),
         ("success = {n}", query.success),
@@ -101,6 +105,24 @@ def events_page_sql(query: EventQuery) -> tuple[str, ...]:
     sql = (f"SELECT {_EVENT_COLUMNS} FROM chainhook_events WHERE {' AND '.join(conditions) or 'TRUE'} "
            f"ORDER BY last_cursor {direction} LIMIT ${len(arguments)}")
     return (sql, *arguments)
+
+
+# Each network's highest canonical block: a loose index scan over (network, block_height) WHERE
+# canonical, one probe per network rather than a pass over the table.
+_NETWORK_TIPS_SQL = """
+WITH RECURSIVE networks AS (
+    (SELECT network FROM chainhook_events WHERE canonical ORDER BY network LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.network FROM chainhook_events e WHERE e.canonical AND e.network > n.network
+            ORDER BY e.network LIMIT 1)
+    FROM networks n WHERE n.network IS NOT NULL
+)
+SELECT n.network, top.block_height, top.block_hash
+FROM networks n CROSS JOIN LATERAL (
+    SELECT block_height, block_hash FROM chainhook_events e
+    WHERE e.canonical AND e.network = n.network ORDER BY block_height DESC LIMIT 1) AS top
+WHERE n.network IS NOT NULL ORDER BY n.network
+"""
 
 
 class HistoryReader:
@@ -129,7 +151,7 @@ class HistoryReader:
             "(SELECT count(*) FROM chainhook_events WHERE NOT canonical) AS rolled_back, "
             "(SELECT last_cursor FROM chainhook_cursor) AS cursor")
         deliveries = await self._db.fetch(
-            "SELECT chainhook_uuid, source_format, last_block_height, last_delivery_at, deliveries "
+            "SELECT chainhook_uuid, source_format, network, last_block_height, last_delivery_at, deliveries "
             "FROM chainhook_deliveries ORDER BY last_delivery_at DESC")
         return {**rows[0], "chainhooks": deliveries}
 
@@ -139,15 +161,17 @@ class HistoryReader:
         return int(rows[0]["version"])
 
     async def chain_tip(self) -> dict[str, Any]:
-        """Highest canonical block seen, and when the log last changed."""
+        """Highest canonical block seen, of any network and of each (``networks``), and when the log
+        last changed."""
         async with self._db.connection() as conn:
-            block = await conn.fetchrow(
-                "SELECT block_height, block_hash FROM chainhook_events WHERE canonical "
-                "ORDER BY block_height DESC LIMIT 1")
+            tips = await conn.fetch(_NETWORK_TIPS_SQL)
             changed_at = await conn.fetchval(
                 'SELECT committed_at FROM chainhook_changes ORDER BY "cursor" DESC LIMIT 1')
+        networks = {t["network"]: {"block_height": t["block_height"], "block_hash": t["block_hash"]} for t in tips}
+        highest = max(networks.values(), key=lambda tip: tip["block_height"], default={})
         return {
-            "block_height": block["block_height"] if block else None,
-            "block_hash": block["block_hash"] if block else None,
+            "block_height": highest.get("block_height"),
+            "block_hash": highest.get("block_hash"),
             "last_delivery_at": changed_at,
+            "networks": networks,
         }

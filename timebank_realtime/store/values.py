@@ -43,7 +43,7 @@ def _jsonb_text(value: Any) -> str:
     return json.dumps(_pg_safe_value(value), ensure_ascii=False, separators=(",", ":"))
 
 
-def insert_arguments(rows: Sequence[EventRow], cursors: Sequence[int], source_format: str) -> list[Any]:
+def insert_arguments(rows: Sequence[EventRow], cursors: Sequence[int], delivery: DeliveryHeader) -> list[Any]:
     return [
         [pg_safe(r.tx_hash) for r in rows],
         [r.block_height for r in rows],
@@ -57,17 +57,21 @@ def insert_arguments(rows: Sequence[EventRow], cursors: Sequence[int], source_fo
         [r.success for r in rows],
         [r.timestamp for r in rows],
         list(cursors),
-        source_format,
+        delivery.format,
+        pg_safe(delivery.network),
+        pg_safe(delivery.chainhook_uuid),
     ]
 
 
 def copy_records(rows: Iterable[EventRow], head: int, delivery: DeliveryHeader) -> Iterator[tuple[Any, ...]]:
     """Rows for COPY, in payload (chain) order, taking cursors head+1, head+2, ... (made as COPY
-    consumes them, so a large delivery is not serialized twice in memory). The delivery's format is
-    read per row: a streamed delivery knows it once its first row exists."""
+    consumes them, so a large delivery is not serialized twice in memory). The delivery's format and
+    source (Chainhook uuid, network) are read per row: a streamed delivery settles them before its
+    first row (see chainhook/streaming.py)."""
     return ((pg_safe(r.tx_hash), r.block_height, pg_safe(r.block_hash), r.tx_index, r.event_index,
              pg_safe(r.contract_id), r.event_type, RawJson(_jsonb_text(r.event_data)),
-             [pg_safe(a) for a in r.affected_addresses], r.success, r.timestamp, head + n, delivery.format or "")
+             [pg_safe(a) for a in r.affected_addresses], r.success, r.timestamp, head + n, delivery.format or "",
+             pg_safe(delivery.network), pg_safe(delivery.chainhook_uuid))
             for n, r in enumerate(rows, start=1))
 
 
