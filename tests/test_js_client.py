@@ -184,3 +184,27 @@ async def test_browser_helper_asks_again_when_a_resubscription_is_refused_for_no
     monsters = await monsters_cursors(db)
     assert [line["cursor"] for line in lines if line.get("sub") == "all"] == list(range(1, 16))
     assert [line["cursor"] for line in lines if line.get("sub") == "contract"] == monsters
+
+
+async def test_browser_helper_routes_by_network_and_asset(server: TestServer, http: aiohttp.ClientSession,
+                                                          db: asyncpg.Connection, tmp_path: Path) -> None:
+    """Live changes come once per socket, untagged, and the helper hands each to the subscriptions it
+    matches: it must know the network and asset fields, or a network subscription gets everything."""
+    assert NODE is not None
+    helper = await served_helper(http, url_of(server), tmp_path)
+    mainnet = {"network": "mainnet"}
+    nft = {"network": "TestNet", "asset": f"{MONSTERS}::nft-monsters"}
+    process = await asyncio.create_subprocess_exec(
+        NODE, str(JS_DIR / "two-subscriptions.mjs"), str(helper), url_of(server), json.dumps(mainnet),
+        json.dumps(nft), "6", "1", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=JS_DIR)
+    await eventually(lambda: server.app[HUB].registry.subscription_count == 2, within=20)
+    await post_webhook(http, url_of(server), load_fixture("v1-stacks-print-event-arkadiko-mainnet-2023.json"))
+    await post_webhook(http, url_of(server), load_fixture("v1-stacks-nakamoto-testnet-nft-mint-print-event.json"))
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert process.returncode == 0, (lines[-5:], err.decode())
+    by_network = await db.fetch("SELECT last_cursor FROM chainhook_events WHERE network = 'mainnet' ORDER BY 1")
+    wanted = await db.fetch("SELECT last_cursor FROM chainhook_events WHERE asset_identifier = $1",
+                            f"{MONSTERS}::nft-monsters")
+    assert [line["cursor"] for line in lines if line.get("sub") == "a"] == [r[0] for r in by_network]
+    assert [line["cursor"] for line in lines if line.get("sub") == "b"] == [r[0] for r in wanted]

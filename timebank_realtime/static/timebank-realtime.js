@@ -10,7 +10,8 @@
 //   await client.subscribe({ type: "user", address: "SP…" }, (kind, change) => render(kind, change),
 //                          { key: "my-wallet" });
 
-const FIELDS = ["tx_hash", "contract", "address", "event_type"];
+const FIELDS = ["tx_hash", "asset", "contract", "address", "event_type", "network"];
+const LOWER_CASE = new Set(["tx_hash", "network"]); // the server compares these in lower case
 const LEGACY = { contract: ["contractId", "contract"], user: ["address", "address"], "event-type": ["eventType", "event_type"] };
 
 function normalizeFilter(raw) {
@@ -22,7 +23,7 @@ function normalizeFilter(raw) {
   }
   const filter = {};
   for (const name of FIELDS) {
-    if (fields[name] !== undefined) filter[name] = new Set([].concat(fields[name]).map((v) => (name === "tx_hash" ? v.toLowerCase() : v)));
+    if (fields[name] !== undefined) filter[name] = new Set([].concat(fields[name]).map((v) => (LOWER_CASE.has(name) ? v.trim().toLowerCase() : v)));
   }
   return filter;
 }
@@ -31,6 +32,8 @@ function matches(filter, change) {
   if (filter.tx_hash && !filter.tx_hash.has(change.tx_hash)) return false;
   if (filter.contract && !filter.contract.has(change.contract_id)) return false;
   if (filter.event_type && !filter.event_type.has(change.event_type)) return false;
+  if (filter.network && !filter.network.has(change.network)) return false;
+  if (filter.asset && !filter.asset.has(change.asset_identifier)) return false;
   if (filter.address && !(change.affected_addresses || []).some((a) => filter.address.has(a))) return false;
   return true;
 }
