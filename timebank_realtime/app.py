@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .http.cors import cors_middleware
 from .http.errors import json_errors
 from .http.inflight import InFlight
 from .http.ops import server_timing
@@ -97,7 +98,9 @@ def create_app(settings: Settings) -> web.Application:
     # auto_decompress off: the webhook decodes Content-Encoding itself (http/bodies.py), so a coding
     # it does not take, or a body that does not decode, gets a JSON 4xx instead of aiohttp's text/plain
     # 400 (br, zstd), a 500 (gzip declared, plain body) or silence (an unknown coding).
-    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[server_timing, json_errors],
+    # cors outside json_errors: a JSON error on /api/* carries the CORS headers too (http/cors.py).
+    app = web.Application(client_max_size=settings.max_payload_bytes,
+                          middlewares=[server_timing, cors_middleware(settings.cors_allowed_origins), json_errors],
                           handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[DRAINING] = asyncio.Event()
