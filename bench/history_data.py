@@ -68,7 +68,8 @@ async def fill(dsn: str, rows: int) -> None:
                 "SELECT affected_addresses[1] = $1 FROM chainhook_events WHERE id = 1", ADDRESSES[7919 % 50000]):
             print(f"database already holds {existing} events")
             return
-        await conn.execute("TRUNCATE chainhook_changes, chainhook_events, chainhook_deliveries RESTART IDENTITY")
+        await conn.execute("TRUNCATE chainhook_changes, chainhook_events, chainhook_blocks, chainhook_deliveries "
+                           "RESTART IDENTITY")
         await conn.execute("CREATE TEMPORARY TABLE address_book (slot INTEGER PRIMARY KEY, address TEXT NOT NULL)")
         await conn.copy_records_to_table("address_book", records=list(enumerate(ADDRESSES)))
         started = time.perf_counter()

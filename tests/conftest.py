@@ -24,6 +24,7 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from timebank_realtime.app import create_app
+from timebank_realtime.client.routing import change_kind
 from timebank_realtime.settings import Settings
 from timebank_realtime.store.migrate import migrate
 
@@ -114,7 +115,7 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.execute(
-        "TRUNCATE chainhook_changes, chainhook_events, chainhook_deliveries RESTART IDENTITY;"
+        "TRUNCATE chainhook_changes, chainhook_events, chainhook_blocks, chainhook_deliveries RESTART IDENTITY;"
         "UPDATE chainhook_cursor SET last_cursor = 0"
     )
     yield conn
@@ -162,6 +163,9 @@ async def close_http(client: socketio.AsyncClient) -> None:
         await http.close()
 
 
+CHANGES = ("event", "rollback", "block", "block_rollback")
+
+
 class Listener:
     """A real python-socketio client that records every change it is pushed, in arrival order."""
 
@@ -172,7 +176,7 @@ class Listener:
         self.timeline: list[tuple[str, dict[str, Any]]] = []
         # The chainhook:batch frames as they came, for sockets that asked for batches.
         self.frames: list[dict[str, Any]] = []
-        for name in ("event", "rollback", "eose", "heartbeat", "resync"):
+        for name in ("event", "rollback", "block", "block_rollback", "eose", "heartbeat", "resync"):
             self.client.on(f"chainhook:{name}", self._recorder(name))
         self.client.on("chainhook:batch", self._record_batch)
 
@@ -181,14 +185,14 @@ class Listener:
         self.frames.append(frame)
         tag = {key: frame[key] for key in ("subscription", "subscriptions") if key in frame}
         for change in frame["changes"]:
-            entry = ("event" if change["canonical"] else "rollback", {**change, **tag})
+            entry = (change_kind(change), {**change, **tag})
             self.timeline.append(entry)
             self.received.append(entry)
 
     def _recorder(self, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
         async def record(data: dict[str, Any]) -> None:
             self.timeline.append((name, data))
-            if name in ("event", "rollback"):
+            if name in CHANGES:
                 self.received.append((name, data))
 
         return record
@@ -290,3 +294,11 @@ async def settle(seconds: float = 0.6) -> None:
 
 def url_of(server: TestServer) -> str:
     return str(server.make_url("")).rstrip("/")
+
+
+async def event_cursors(db: asyncpg.Connection, after: int = 0) -> list[int]:
+    """The cursors of the log's event changes after ``after``, in order: what a socket subscribed to
+    every event gets (block changes take cursors too, for the blocks topic)."""
+    rows = await db.fetch('SELECT "cursor" FROM chainhook_changes WHERE event_id IS NOT NULL AND "cursor" > $1 '
+                          'ORDER BY 1', after)
+    return [r["cursor"] for r in rows]

@@ -129,7 +129,7 @@ async def reset_database(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(
-            "TRUNCATE chainhook_changes, chainhook_events, chainhook_deliveries RESTART IDENTITY;"
+            "TRUNCATE chainhook_changes, chainhook_events, chainhook_blocks, chainhook_deliveries RESTART IDENTITY;"
             "UPDATE chainhook_cursor SET last_cursor = 0")
     finally:
         await conn.close()

@@ -103,6 +103,7 @@ async def _terminate(postgres: Postgres | OwnPostgres, pid: int) -> None:
 
 async def _assert_unchanged(postgres: Postgres | OwnPostgres) -> None:
     for query in ("SELECT count(*) FROM chainhook_events", "SELECT count(*) FROM chainhook_changes",
+                  "SELECT count(*) FROM chainhook_blocks",
                   "SELECT last_cursor FROM chainhook_cursor", "SELECT count(*) FROM chainhook_deliveries"):
         assert await postgres.count(query) == 0, query
 
@@ -154,7 +155,7 @@ async def _kill_at(point: str, kill: str, size: str, postgres: Postgres | OwnPos
 
     # Chainhook retries: stored once, and the tailer (reconnected if it had to) pushes it.
     status, answer = await _retry_like_chainhook(http, url_of(server), body)
-    assert (status, answer["applied"], answer["cursor"]) == (200, rows, rows)
+    assert (status, answer["applied"], answer["cursor"]) == (200, rows, rows + 1)  # the rows, then their block
     await eventually(lambda: len(watcher.cursors) >= rows, within=30)
     assert watcher.cursors == list(range(1, rows + 1))
     _assert_no_error_logged(caplog)

@@ -70,7 +70,8 @@ async def database_state(db: asyncpg.Connection) -> tuple[Any, ...]:
 
 
 async def reset(db: asyncpg.Connection) -> None:
-    await db.execute("TRUNCATE chainhook_changes, chainhook_events, chainhook_deliveries RESTART IDENTITY")
+    await db.execute("TRUNCATE chainhook_changes, chainhook_events, chainhook_blocks, chainhook_deliveries "
+                     "RESTART IDENTITY")
     await db.execute("UPDATE chainhook_cursor SET last_cursor = 0")
 
 

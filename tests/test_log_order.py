@@ -53,7 +53,7 @@ async def test_concurrent_deliveries_never_let_a_reader_skip_a_cursor(
 
     async def read_like_a_tailer() -> None:
         # Exactly what the tailer does, as fast as it can, while deliveries race each other.
-        while not done.is_set() or len(observed) < 200:
+        while not done.is_set() or len(observed) < 240:
             batch = await reader.changes_after(observed[-1] if observed else 0, 1000)
             observed.extend(r["cursor"] for r in batch)
             await asyncio.sleep(0)
@@ -69,10 +69,12 @@ async def test_concurrent_deliveries_never_let_a_reader_skip_a_cursor(
     await asyncio.wait_for(read_task, 20)
     await pool.close()
 
-    # 40 deliveries x 5 rows: every cursor seen once, in order, with no gap at any read.
-    assert observed == list(range(1, 201))
+    # 40 deliveries x (5 rows and their block): every cursor seen once, in order, with no gap at any read.
+    assert observed == list(range(1, 241))
     await eventually(lambda: len(client.received) == 200)
-    assert client.cursors == list(range(1, 201))
+    # The firehose of events: every event's, in order (the blocks are a topic of their own).
+    events = [r["last_cursor"] for r in await db.fetch("SELECT last_cursor FROM chainhook_events ORDER BY 1")]
+    assert client.cursors == events and len(events) == 200
     # Each delivery's changes are one contiguous run of cursors (one transaction, one block).
     rows = await db.fetch('SELECT c."cursor", e.block_hash FROM chainhook_changes c '
                           'JOIN chainhook_events e ON e.id = c.event_id ORDER BY c."cursor"')
@@ -104,14 +106,14 @@ async def test_overlapping_deliveries_take_cursors_in_commit_order(
     await transaction.rollback()
     await blocker.close()
     results = await asyncio.gather(first, second)
-    assert sorted(body["cursor"] for _, body in results) == [5, 10]
+    assert sorted(body["cursor"] for _, body in results) == [6, 12]  # each: 5 rows, then its block
     log = await db.fetch('SELECT c."cursor", c.committed_at, e.block_hash FROM chainhook_changes c '
                          'JOIN chainhook_events e ON e.id = c.event_id ORDER BY c."cursor"')
     assert len({r["block_hash"] for r in log[:5]}) == 1
     assert len({r["block_hash"] for r in log[5:]}) == 1
     assert log[0]["block_hash"] != log[5]["block_hash"]
     await eventually(lambda: len(watcher.received) == 10)
-    assert watcher.cursors == list(range(1, 11))
+    assert watcher.cursors == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11]
 
 
 async def test_a_commit_no_request_handler_saw_is_still_pushed(

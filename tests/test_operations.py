@@ -82,7 +82,7 @@ async def test_metrics_count_deliveries_changes_sockets_and_messages(
     assert metric(text, "timebank_messages_emitted_total", event="chainhook:event") == 5
     written = [metric(text, "timebank_socket_writes_total", path=path) for path in ("direct", "queued")]
     assert written[0] > 0 and sum(written) >= 5 + 2  # the changes, the two eose (and any heartbeat)
-    assert metric(text, "timebank_push_latency_seconds_count") == 5
+    assert metric(text, "timebank_push_latency_seconds_count") == 6  # the five events' changes and their block's
     assert metric(text, "timebank_tailer_lag_cursors") == 0
     assert metric(text, "timebank_webhook_delivery_seconds_count") == 3
 

@@ -67,7 +67,8 @@ async def test_client_replays_then_follows_live(server: TestServer, http: aiohtt
         await deliver_blocks(http, url_of(server), range(3, 5), pause=0)
         await eventually(lambda: len(everything.changes) == 20)
         assert prints.cursors == await matching_cursors(db, "event_type = 'print_event'")
-        assert everything.cursors == list(range(6, 26))
+        assert everything.cursors == await matching_cursors(db, 'c."cursor" > 5')
+        assert len(everything.cursors) == 20
         # It asked for batches: one frame per delivery.
         assert [session.batched for session in server.app[HUB].sessions.values()] == [True]
 
@@ -113,7 +114,7 @@ async def test_restart_the_server_process_loses_and_repeats_nothing(
         await delivering
         await eventually(lambda: len(recorder.changes) == 150, within=30)
         await asyncio.sleep(0.5)
-        assert recorder.cursors == list(range(1, 151))
+        assert recorder.cursors == await matching_cursors(db, "TRUE")
         assert client.connections >= 2
     finally:
         await client.close()
@@ -154,9 +155,10 @@ async def test_overlapping_replays_reach_both_subscriptions(serve: Serve, http: 
         await asyncio.gather(client.subscribe({}, everything, since=0),
                              client.subscribe({"contract": MONSTERS}, monsters, since=0))
         expected = await matching_cursors(db, "contract_id = $1", MONSTERS)
-        await eventually(lambda: len(everything.changes) == total and len(monsters.changes) == len(expected))
+        events = await matching_cursors(db, "TRUE")
+        await eventually(lambda: len(everything.changes) == len(events) and len(monsters.changes) == len(expected))
         await asyncio.sleep(0.3)
-        assert everything.cursors == list(range(1, total + 1))
+        assert everything.cursors == events
         assert monsters.cursors == expected
 
 
@@ -185,7 +187,7 @@ async def test_a_connection_lost_while_resubscribing_is_retried(
         await deliver_blocks(http, url_of(server), range(2), pause=0)
         await eventually(lambda: len(second.changes) == 10 and len(first.changes) == 8, within=20)
         assert first.cursors == await matching_cursors(db, "contract_id = $1", MONSTERS)
-        assert second.cursors == list(range(1, 11))
+        assert second.cursors == await matching_cursors(db, "TRUE")
     finally:
         await client.close()
         await proxy.close()

@@ -26,9 +26,12 @@ async def stored_rows(db: asyncpg.Connection) -> list[asyncpg.Record]:
     return await db.fetch("SELECT * FROM chainhook_events ORDER BY id")
 
 
-async def changes(db: asyncpg.Connection) -> list[tuple[int, int, str]]:
-    rows = await db.fetch('SELECT "cursor", event_id, change FROM chainhook_changes ORDER BY "cursor"')
-    return [(r["cursor"], r["event_id"], r["change"]) for r in rows]
+async def changes(db: asyncpg.Connection) -> list[tuple[int, int, str, str]]:
+    """The log: (cursor, event or block id, change, "event" or "block")."""
+    rows = await db.fetch('SELECT "cursor", coalesce(event_id, block_id) AS id, change, '
+                          "CASE WHEN event_id IS NULL THEN 'block' ELSE 'event' END AS topic "
+                          'FROM chainhook_changes ORDER BY "cursor"')
+    return [(r["cursor"], r["id"], r["change"], r["topic"]) for r in rows]
 
 
 async def assert_last_cursors_follow_the_log(db: asyncpg.Connection) -> None:
@@ -41,7 +44,8 @@ async def assert_last_cursors_follow_the_log(db: asyncpg.Connection) -> None:
 
 async def table_snapshot(db: asyncpg.Connection) -> tuple[Any, ...]:
     events = await db.fetch("SELECT id, canonical FROM chainhook_events ORDER BY id")
-    return ([tuple(r) for r in events], await changes(db),
+    blocks = await db.fetch("SELECT id, canonical, last_cursor FROM chainhook_blocks ORDER BY id")
+    return ([tuple(r) for r in events], [tuple(b) for b in blocks], await changes(db),
             await db.fetchval("SELECT last_cursor FROM chainhook_cursor"))
 
 
@@ -54,7 +58,10 @@ async def test_each_fixture_stores_exactly_its_rows(name: str, server: TestServe
     assert [row_tuple(r) for r in rows] == EXPECTED_ROWS[name]
     assert body["applied"] == len(rows)
     assert all(r["canonical"] for r in rows)
-    assert [c[2] for c in await changes(db)] == ["apply"] * len(rows)
+    blocks = await db.fetchval("SELECT count(*) FROM chainhook_blocks")
+    assert blocks == len({r["block_hash"] for r in rows})
+    # A block's apply follows the delivery's events.
+    assert [c[2:] for c in await changes(db)] == [("apply", "event")] * len(rows) + [("apply", "block")] * blocks
     for (fixture, position), value in EXPECTED_VALUES.items():
         if fixture == name:
             assert rows[position]["event_data"]["value"] == value
@@ -79,7 +86,7 @@ async def test_redelivery_changes_and_publishes_nothing(server: TestServer, http
     first = await post_webhook(http, url_of(server), load_fixture(ARKADIKO))
     before = await table_snapshot(db)
     second = await post_webhook(http, url_of(server), load_fixture(ARKADIKO))
-    assert first == (200, {"applied": 6, "duplicates": 0, "rolled_back": 0, "restored": 0, "cursor": 6})
+    assert first == (200, {"applied": 6, "duplicates": 0, "rolled_back": 0, "restored": 0, "cursor": 7})
     assert second == (200, {"applied": 0, "duplicates": 6, "rolled_back": 0, "restored": 0, "cursor": None})
     assert await table_snapshot(db) == before
 
@@ -104,12 +111,14 @@ async def test_rollback_then_reapply_restores_the_same_rows(server: TestServer, 
     assert [r["id"] for r in rows] == ids
     assert all(r["canonical"] for r in rows)
     log = await changes(db)
-    assert [c[0] for c in log] == list(range(1, 16))
-    assert [c[2] for c in log] == ["apply"] * 5 + ["rollback"] * 5 + ["restore"] * 5
+    assert [c[0] for c in log] == list(range(1, 19))
+    assert [c[2:] for c in log] == ([("apply", "event")] * 5 + [("apply", "block")] + [("rollback", "event")] * 5
+                                    + [("rollback", "block")] + [("restore", "event")] * 5 + [("restore", "block")])
     # Rollbacks undo the newest event first.
-    assert [c[1] for c in log[5:10]] == sorted(ids, reverse=True)
+    assert [c[1] for c in log[6:11]] == sorted(ids, reverse=True)
     await assert_last_cursors_follow_the_log(db)
-    assert [r["last_cursor"] for r in await stored_rows(db)] == [11, 12, 13, 14, 15]
+    assert [r["last_cursor"] for r in await stored_rows(db)] == [13, 14, 15, 16, 17]
+    assert [tuple(b) for b in await db.fetch("SELECT canonical, last_cursor FROM chainhook_blocks")] == [(True, 18)]
 
 
 async def test_reorg_moves_a_transaction_to_another_block(server: TestServer, http: aiohttp.ClientSession,
@@ -123,8 +132,9 @@ async def test_reorg_moves_a_transaction_to_another_block(server: TestServer, ht
     assert (status, body["rolled_back"], body["applied"]) == (200, 5, 5)
     rows = await stored_rows(db)
     assert [(r["block_hash"][:4], r["canonical"]) for r in rows] == [("0x4d", False)] * 5 + [("0xab", True)] * 5
-    # One delivery, one transaction: rollbacks take cursors before the applies.
-    assert [c[2] for c in await changes(db)][5:] == ["rollback"] * 5 + ["apply"] * 5
+    # One delivery, one transaction: rollbacks take cursors before the applies, blocks after events.
+    assert [c[2:] for c in await changes(db)][6:] == ([("rollback", "event")] * 5 + [("rollback", "block")]
+                                                      + [("apply", "event")] * 5 + [("apply", "block")])
     await assert_last_cursors_follow_the_log(db)
 
 

@@ -83,6 +83,18 @@ def network_tips(tip: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             for network, t in sorted(tip.get("networks", {}).items())}
 
 
+@dataclass(frozen=True, slots=True)
+class BlockSummary:
+    """A block a delivery applies, for the blocks topic: the transactions Chainhook sent for it (those
+    its predicate matched) and the events (rows other than a transaction's own) they hold."""
+
+    block_height: int
+    block_hash: str
+    timestamp: datetime
+    transactions: int
+    events: int
+
+
 @dataclass(slots=True)
 class DeliveryHeader:
     """Everything about a delivery but its rows: its format and chainhook, the blocks it rolls back and
@@ -97,6 +109,7 @@ class DeliveryHeader:
     apply_blocks: int = 0
     skipped_events: int = 0
     tip_height: int | None = None
+    blocks: tuple[BlockSummary, ...] = ()  # the applied blocks, each hash once, in payload order
     rows: int = 0  # rows of a natural key of their own: the ones the store keeps
     repeats: int = 0  # rows repeating the natural key of an earlier one
 

@@ -3,12 +3,13 @@ assets, decoded Clarity values, the tip height. Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..events import EventRow
+from ..events import BlockSummary, EventRow
 from .clarity import ClarityDecodeError, decode_hex
 from .models import V1Block, V2Block
 from .principals import is_principal
@@ -24,6 +25,27 @@ def tip_height(heights: Iterable[int | None]) -> int | None:
 
 def _timestamp(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def block_summaries(blocks: Iterable[V1Block | V2Block], events: Mapping[str, int],
+                    transactions: Mapping[int, int] | None = None) -> tuple[BlockSummary, ...]:
+    """The applied blocks for the blocks topic, each hash once (the first), in payload order.
+    ``events``: per block hash; ``transactions``: per block's position in the payload, when the
+    blocks no longer hold them (streamed), else counted from the blocks."""
+    summaries: dict[str, BlockSummary] = {}
+    for number, block in enumerate(blocks):
+        identifier = block.block_identifier
+        if identifier.hash not in summaries:
+            summaries[identifier.hash] = BlockSummary(
+                block_height=identifier.index, block_hash=identifier.hash, timestamp=_timestamp(block.timestamp),
+                transactions=len(block.transactions) if transactions is None else transactions.get(number, 0),
+                events=events.get(identifier.hash, 0))
+    return tuple(summaries.values())
+
+
+def events_per_block(rows: Iterable[EventRow]) -> Counter[str]:
+    """Rows other than a transaction's own, per block hash."""
+    return Counter(row.block_hash for row in rows if row.event_index != TRANSACTION_ROW_INDEX)
 
 
 def contract_of_asset(asset_identifier: str) -> str:

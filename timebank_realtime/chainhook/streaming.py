@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import ijson
@@ -39,7 +41,7 @@ from .models import (
     payload_error,
 )
 from .networks import NO_OVERRIDES, network_of_principal, resolve_network
-from .rows import tip_height
+from .rows import TRANSACTION_ROW_INDEX, block_summaries, tip_height
 
 _READ_SIZE = 64 * 1024
 # With the depth limit, at most a few MB of prefixes per read (see _Reader.read).
@@ -90,22 +92,34 @@ def stream_rows(body: bytes | bytearray, delivery: DeliveryHeader,
     """The delivery's rows, each natural key once, filling in ``delivery`` as the body is read (it is
     complete once the last row has been taken). ``networks`` as for ``parse_delivery``."""
     seen: set[tuple[str, str, int]] = set()
-    for row in _rows(body, delivery, _SourceGuess(body, networks)):
+    tally = _Tally()
+    for row in _rows(body, delivery, _SourceGuess(body, networks), tally):
         if row.natural_key in seen:
             delivery.repeats += 1
             continue
         seen.add(row.natural_key)
         delivery.rows += 1
+        if row.event_index != TRANSACTION_ROW_INDEX:
+            tally.events[row.block_hash] += 1
         yield row
 
 
 _OPEN = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
 
 
-def _rows(body: bytes | bytearray, delivery: DeliveryHeader, source: _SourceGuess) -> Iterator[EventRow]:
+@dataclass(slots=True)
+class _Tally:
+    """What the blocks topic counts, as the streamed blocks lose their transactions: transactions per
+    block (by position in the payload), distinct event rows per block hash."""
+
+    transactions: Counter[int] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+
+
+def _rows(body: bytes | bytearray, delivery: DeliveryHeader, source: _SourceGuess, tally: _Tally) -> Iterator[EventRow]:
     events = ijson.parse(_Reader(body), use_float=True)
     try:
-        yield from _rows_of(events, delivery, source)
+        yield from _rows_of(events, delivery, source, tally)
     except PayloadError:
         # A body that is not JSON is a 400 whatever it held before the syntax error: read on.
         _drain(events)
@@ -128,7 +142,7 @@ def _drain(events: Iterator[tuple[str, str, Any]]) -> None:
 
 
 def _rows_of(events: Iterator[tuple[str, str, Any]], delivery: DeliveryHeader,
-             source: _SourceGuess) -> Iterator[EventRow]:
+             source: _SourceGuess, tally: _Tally) -> Iterator[EventRow]:
     skeleton = ijson.ObjectBuilder()
     transaction: ijson.ObjectBuilder | None = None
     level = tx_level = 0
@@ -146,6 +160,7 @@ def _rows_of(events: Iterator[tuple[str, str, Any]], delivery: DeliveryHeader,
                 assert block is not None and delivery.format is not None
                 rows = _transaction_rows(delivery, block, block_number, tx_number, transaction.value)
                 source.note_transaction(delivery, transaction.value, skeleton.value)
+                tally.transactions[block_number] += 1
                 yield from rows
                 transaction, tx_number = None, tx_number + 1
             continue
@@ -163,7 +178,7 @@ def _rows_of(events: Iterator[tuple[str, str, Any]], delivery: DeliveryHeader,
             block_number, tx_number, block = block_number + 1, 0, None
             keys.new_block()
         skeleton.event(event, value)
-    _finish(delivery, skeleton.value, source)
+    _finish(delivery, skeleton.value, source, tally)
 
 
 def _expect_object(event: str, what: str) -> None:
@@ -303,7 +318,7 @@ def _validated(adapter: TypeAdapter[Any], document: Any, path: str) -> Any:
         raise payload_error(error, path) from None
 
 
-def _finish(delivery: DeliveryHeader, document: Any, source: _SourceGuess) -> None:
+def _finish(delivery: DeliveryHeader, document: Any, source: _SourceGuess, tally: _Tally) -> None:
     """Validate everything but the transactions (already done) and fill in the rest of ``delivery``."""
     payload = parse_payload(document)  # PayloadError names the problem, with its path
     source.settle(delivery, payload)
@@ -313,3 +328,4 @@ def _finish(delivery: DeliveryHeader, document: Any, source: _SourceGuess) -> No
         raise NeedsWholeParse("rollbacks are applied before the rows")
     delivery.apply_blocks = len(blocks)
     delivery.tip_height = tip_height(b.block_identifier.index for b in blocks)
+    delivery.blocks = block_summaries(blocks, tally.events, tally.transactions)

@@ -22,7 +22,9 @@ from .rows import (
     TRANSACTION_ROW_INDEX,
     TxContext,
     addresses,
+    block_summaries,
     contract_of_asset,
+    events_per_block,
     principals_in,
     tip_height,
     with_decoded_value,
@@ -144,7 +146,7 @@ def normalize(payload: V1Payload, networks: Mapping[str, str] = NO_OVERRIDES) ->
             tx_rows, tx_skipped = transaction_rows(block, tx, tx_number, path)
             rows.extend(tx_rows)
             skipped += tx_skipped
-    return Delivery(
+    delivery = Delivery(
         format="v1",
         chainhook_uuid=payload.chainhook.uuid,
         network=resolve_network(chainhook_uuid=payload.chainhook.uuid, named=None, overrides=networks,
@@ -155,6 +157,8 @@ def normalize(payload: V1Payload, networks: Mapping[str, str] = NO_OVERRIDES) ->
         skipped_events=skipped,
         tip_height=tip_height(b.block_identifier.index for b in payload.apply),
     )
+    delivery.blocks = block_summaries(payload.apply, events_per_block(delivery.distinct_events))
+    return delivery
 
 
 def _senders(payload: V1Payload) -> Iterator[str]:

@@ -18,7 +18,9 @@ from .rows import (
     TRANSACTION_ROW_INDEX,
     TxContext,
     addresses,
+    block_summaries,
     contract_of_asset,
+    events_per_block,
     principals_in,
     tip_height,
     with_decoded_value,
@@ -40,7 +42,7 @@ def normalize(payload: V2Payload, networks: Mapping[str, str] = NO_OVERRIDES) ->
     for block in payload.event.apply:
         for tx in block.transactions:
             rows.extend(transaction_rows(block, tx))
-    return Delivery(
+    delivery = Delivery(
         format="v2",
         chainhook_uuid=payload.chainhook.uuid,
         network=resolve_network(chainhook_uuid=payload.chainhook.uuid, named=payload.event.network,
@@ -51,6 +53,8 @@ def normalize(payload: V2Payload, networks: Mapping[str, str] = NO_OVERRIDES) ->
         skipped_events=0,
         tip_height=tip_height(b.block_identifier.index for b in payload.event.apply),
     )
+    delivery.blocks = block_summaries(payload.event.apply, events_per_block(delivery.distinct_events))
+    return delivery
 
 
 def _senders(payload: V2Payload) -> Iterator[str]:

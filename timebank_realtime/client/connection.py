@@ -140,6 +140,8 @@ class TimebankClient:
         sio = socketio.AsyncClient(reconnection=False)
         sio.on("chainhook:event", self._on_event)
         sio.on("chainhook:rollback", self._on_rollback)
+        sio.on("chainhook:block", self._on_block)
+        sio.on("chainhook:block_rollback", self._on_block_rollback)
         sio.on("chainhook:batch", self._on_batch)
         sio.on("chainhook:eose", self._on_eose)
         sio.on("chainhook:heartbeat", self._on_heartbeat_message)
@@ -215,6 +217,12 @@ class TimebankClient:
 
     async def _on_rollback(self, message: dict[str, Any]) -> None:
         self._router.on_change("rollback", message)
+
+    async def _on_block(self, message: dict[str, Any]) -> None:
+        self._router.on_change("block", message)
+
+    async def _on_block_rollback(self, message: dict[str, Any]) -> None:
+        self._router.on_change("block_rollback", message)
 
     async def _on_batch(self, frame: dict[str, Any]) -> None:
         self._router.on_batch(frame)

@@ -35,6 +35,14 @@ class ClientSubscription:
         self.buffer.clear()
 
 
+def change_kind(change: Mapping[str, Any]) -> str:
+    """What a change in a batch frame would have come as on its own: event, rollback, block, block_rollback."""
+    kind = "block" if change.get("topic") == "block" else "event"
+    if change["canonical"]:
+        return kind
+    return "block_rollback" if kind == "block" else "rollback"
+
+
 class ChangeRouter:
     def __init__(self, subscriptions: list[ClientSubscription],
                  deliver: Callable[[ClientSubscription, str, dict[str, Any]], None]) -> None:
@@ -66,7 +74,7 @@ class ChangeRouter:
     def on_batch(self, frame: dict[str, Any]) -> None:
         tag: dict[str, Any] = {key: frame[key] for key in ("subscription", "subscriptions") if key in frame}
         for change in frame["changes"]:
-            self.on_change("event" if change["canonical"] else "rollback", {**change, **tag})
+            self.on_change(change_kind(change), {**change, **tag})
 
     def on_change(self, kind: str, message: dict[str, Any]) -> None:
         # Synchronous on purpose: routing state changes happen in arrival order.

@@ -10,6 +10,8 @@ from ..events import network_tips, stored_event
 
 EVENT = "chainhook:event"
 ROLLBACK = "chainhook:rollback"
+BLOCK = "chainhook:block"
+BLOCK_ROLLBACK = "chainhook:block_rollback"
 EOSE = "chainhook:eose"
 HEARTBEAT = "chainhook:heartbeat"
 RESYNC = "chainhook:resync"
@@ -40,7 +42,26 @@ def rollback_message(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def block_message(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``chainhook:block`` (applied or restored: canonical) or ``chainhook:block_rollback``: a block and
+    its counts. ``topic`` tells it from an event in a batch frame."""
+    return {
+        "topic": "block",
+        "id": record["id"],
+        "cursor": record["cursor"],
+        "network": record["network"],
+        "block_height": record["block_height"],
+        "block_hash": record["block_hash"],
+        "timestamp": record["timestamp"].isoformat(),
+        "transactions": record["transactions"],
+        "events": record["block_events"],
+        "canonical": record["change"] != "rollback",
+    }
+
+
 def message_for(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    if record.get("topic") == "block":
+        return (BLOCK_ROLLBACK if record["change"] == "rollback" else BLOCK), block_message(record)
     if record["change"] == "rollback":
         return ROLLBACK, rollback_message(record)
     return EVENT, event_message(record)
@@ -48,7 +69,8 @@ def message_for(record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def batch_message(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """``chainhook:batch``: several changes in cursor order, each the body of its own ``chainhook:event``
-    (``canonical: true``) or ``chainhook:rollback`` (``canonical: false``) message."""
+    (``canonical: true``) or ``chainhook:rollback`` (``canonical: false``) message, or of a block's
+    (``topic: block``)."""
     return {"changes": [message_for(record)[1] for record in records]}
 
 

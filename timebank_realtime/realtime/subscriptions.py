@@ -25,7 +25,9 @@ _TX_HASH = re.compile(r"0x[0-9a-f]{64}")  # fullmatch: "$" would also take a tra
 # Forms sent by existing Time Bank clients: {"type": ..., <field>: value}.
 _LEGACY_FORMS = {"contract": ("contractId", "contract"), "user": ("address", "address"),
                  "event-type": ("eventType", "event_type")}
-_RESERVED_KEYS = {"since"}  # subscribe options, not filter fields
+_RESERVED_KEYS = {"since", "topic"}  # subscribe options, not filter fields
+TOPICS = ("events", "blocks")
+_BLOCK_FIELDS = {"network"}  # what a blocks subscription can filter on
 
 
 class FilterError(CodedError):
@@ -40,12 +42,16 @@ class Filter:
     address: frozenset[str] = frozenset()
     event_type: frozenset[str] = frozenset()
     network: frozenset[str] = frozenset()
+    topic: str = "events"  # or "blocks": new canonical blocks and their rollbacks
 
     def values(self, name: str) -> frozenset[str]:
         values: frozenset[str] = getattr(self, name)
         return values
 
     def matches(self, event: Mapping[str, Any]) -> bool:
+        """``event``: a change of the log, or the body of a message (block bodies say ``topic: block``)."""
+        if (event.get("topic") == "block") != (self.topic == "blocks"):
+            return False
         if self.tx_hash and event["tx_hash"] not in self.tx_hash:
             return False
         if self.contract and event["contract_id"] not in self.contract:
@@ -58,12 +64,13 @@ class Filter:
             return False
         return not self.address or not self.address.isdisjoint(event["affected_addresses"])
 
-    def describe(self) -> dict[str, list[str]]:
-        return {name: sorted(self.values(name)) for name in FIELDS if self.values(name)}
+    def describe(self) -> dict[str, Any]:
+        described: dict[str, Any] = {"topic": self.topic} if self.topic != "events" else {}
+        return described | {name: sorted(self.values(name)) for name in FIELDS if self.values(name)}
 
     def as_match(self) -> dict[str, frozenset[str]]:
-        """The named fields and their accepted values (what the store filters a replay by)."""
-        return {name: self.values(name) for name in FIELDS if self.values(name)}
+        """The topic and the named fields with their accepted values (what the store filters a replay by)."""
+        return {"topic": frozenset({self.topic}), **{name: self.values(name) for name in FIELDS if self.values(name)}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +157,20 @@ def parse_filter(raw: Mapping[str, Any], max_values: int = DEFAULT_MAX_VALUES) -
     unknown = sorted(set(fields) - set(FIELDS))
     if unknown:
         raise FilterError("invalid_filter", f"unknown filter field(s) {unknown}; known: {list(FIELDS)}")
+    topic = _parse_topic(raw)
+    if topic == "blocks" and set(fields) - _BLOCK_FIELDS:
+        raise FilterError("invalid_filter", f"the blocks topic filters by {', '.join(sorted(_BLOCK_FIELDS))} only; "
+                          f"got {sorted(set(fields) - _BLOCK_FIELDS)}")
     parsed = {name: frozenset(validate_value(name, v) for v in _as_values(name, raw_values, max_values))
               for name, raw_values in fields.items()}
-    return Filter(**parsed)
+    return Filter(**parsed, topic=topic)
+
+
+def _parse_topic(raw: Mapping[str, Any]) -> str:
+    topic = raw.get("topic", "events")
+    if topic not in TOPICS:
+        raise FilterError("invalid_topic", f"topic is one of {', '.join(TOPICS)}")
+    return str(topic)
 
 
 def parse_subscribe(raw: Any, max_values: int = DEFAULT_MAX_VALUES) -> SubscribeRequest:
@@ -247,6 +265,11 @@ class SubscriptionRegistry:
     def _candidate_sets(self, event: Mapping[str, Any]) -> Iterator[set[Filter]]:
         if self._firehose:
             yield self._firehose
+        if event.get("topic") == "block":
+            found = self._index.get(("network", event["network"]))
+            if found:
+                yield found
+            return
         for lookup in (("tx_hash", event["tx_hash"]), ("asset", event["asset_identifier"]),
                        ("contract", event["contract_id"]), ("event_type", event["event_type"]),
                        ("network", event["network"])):

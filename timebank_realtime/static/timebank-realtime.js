@@ -21,14 +21,21 @@ function normalizeFilter(raw) {
     if (!form) throw new Error(`unknown subscription type ${raw.type}`);
     fields = { [form[1]]: raw[form[0]] };
   }
-  const filter = {};
+  const filter = { topic: raw.topic ?? "events" };
   for (const name of FIELDS) {
     if (fields[name] !== undefined) filter[name] = new Set([].concat(fields[name]).map((v) => (LOWER_CASE.has(name) ? v.trim().toLowerCase() : v)));
   }
   return filter;
 }
 
+// What a change in a batch frame would have come as on its own.
+function changeKind(change) {
+  if (change.topic === "block") return change.canonical ? "block" : "block_rollback";
+  return change.canonical ? "event" : "rollback";
+}
+
 function matches(filter, change) {
+  if ((change.topic === "block") !== (filter.topic === "blocks")) return false;
   if (filter.tx_hash && !filter.tx_hash.has(change.tx_hash)) return false;
   if (filter.contract && !filter.contract.has(change.contract_id)) return false;
   if (filter.event_type && !filter.event_type.has(change.event_type)) return false;
@@ -113,9 +120,11 @@ export function createTimebankClient({
   };
   socket.on("chainhook:event", onChange("event"));
   socket.on("chainhook:rollback", onChange("rollback"));
+  socket.on("chainhook:block", onChange("block"));
+  socket.on("chainhook:block_rollback", onChange("block_rollback"));
   socket.on("chainhook:batch", ({ changes, subscription, subscriptions: several }) => {
     const tag = several !== undefined ? { subscriptions: several } : subscription !== undefined ? { subscription } : {};
-    for (const change of changes) onChange(change.canonical ? "event" : "rollback")({ ...change, ...tag });
+    for (const change of changes) onChange(changeKind(change))({ ...change, ...tag });
   });
   socket.on("chainhook:eose", ({ id }) => {
     const sub = subscriptions.find((s) => s.serverId === id);

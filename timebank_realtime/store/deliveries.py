@@ -30,6 +30,7 @@ class DeliveryResult:
     rolled_back: int
     restored: int
     last_cursor: int | None
+    block_changes: int = 0  # blocks applied, rolled back or restored
 
 
 _LOCK_CURSOR_SQL = "SELECT last_cursor FROM chainhook_cursor FOR UPDATE"
@@ -70,16 +71,17 @@ FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::int[], $6::text
 RETURNING id, last_cursor
 """
 
-# After the rows of an append were COPYed with cursors head+1..last: log them, move the cursor, record
-# the delivery and notify, in one statement (the rows are the only ones with a cursor in that range).
+# After the rows of an append were COPYed with cursors head+1..last ($1, $2) and its blocks logged after
+# them: log the rows, move the cursor to the end ($8), record the delivery and notify, in one statement
+# (the rows are the only ones with a cursor in that range).
 _APPEND_TAIL_SQL = """
 WITH logged AS (
     INSERT INTO chainhook_changes ("cursor", event_id, change)
     SELECT last_cursor, id, 'apply' FROM chainhook_events WHERE last_cursor > $1 AND last_cursor <= $2
 ), moved AS (
-    UPDATE chainhook_cursor SET last_cursor = $2
+    UPDATE chainhook_cursor SET last_cursor = $8
 ), recorded AS ({record_delivery})
-SELECT pg_notify($7, $2::text)
+SELECT pg_notify($7, $8::text)
 """  # {record_delivery}: the delivery upsert below, with the statement's own parameter numbers
 
 _RESTORE_SQL = """
@@ -100,6 +102,45 @@ SET source_format = EXCLUDED.source_format,
 """
 _RECORD_DELIVERY_SQL = _DELIVERY_UPSERT.format(uuid=1, fmt=2, network=3, height=4)
 _APPEND_TAIL_SQL = _APPEND_TAIL_SQL.format(record_delivery=_DELIVERY_UPSERT.format(uuid=3, fmt=4, network=5, height=6))
+
+# The blocks a delivery applies ($1-$5, each hash once, in payload order) that are new or come back
+# after a rollback, each taking the next cursor after $7 and logged as an apply or a restore.
+_APPLY_BLOCKS_SQL = """
+WITH given AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::int[])
+             WITH ORDINALITY AS g(block_height, block_hash, ts, transactions, events, n)
+), changed AS (
+    SELECT g.*, b.id AS existing_id, row_number() OVER (ORDER BY g.n) AS k
+    FROM given g LEFT JOIN chainhook_blocks b ON b.block_hash = g.block_hash
+    WHERE b.id IS NULL OR NOT b.canonical
+), inserted AS (
+    INSERT INTO chainhook_blocks (network, block_height, block_hash, "timestamp", transactions, events, last_cursor,
+                                  chainhook_uuid)
+    SELECT $6, block_height, block_hash, ts, transactions, events, $7 + k, $8 FROM changed WHERE existing_id IS NULL
+    RETURNING id, last_cursor
+), restored AS (
+    UPDATE chainhook_blocks AS b SET canonical = TRUE, last_cursor = $7 + c.k
+    FROM changed c WHERE b.id = c.existing_id
+    RETURNING b.id, b.last_cursor
+)
+INSERT INTO chainhook_changes ("cursor", block_id, change)
+SELECT last_cursor, id, 'apply' FROM inserted UNION ALL SELECT last_cursor, id, 'restore' FROM restored
+RETURNING "cursor"
+"""
+
+# The canonical blocks of the rolled-back hashes ($1) but those the delivery applies again ($2), newest
+# first, each taking the next cursor after $3 and logged as a rollback.
+_ROLL_BACK_BLOCKS_SQL = """
+WITH doomed AS (
+    SELECT id, row_number() OVER (ORDER BY block_height DESC, id DESC) AS n
+    FROM chainhook_blocks WHERE block_hash = ANY($1::text[]) AND canonical AND NOT block_hash = ANY($2::text[])
+), moved AS (
+    UPDATE chainhook_blocks AS b SET canonical = FALSE, last_cursor = $3 + d.n FROM doomed d WHERE b.id = d.id
+    RETURNING b.id, b.last_cursor
+)
+INSERT INTO chainhook_changes ("cursor", block_id, change) SELECT last_cursor, id, 'rollback' FROM moved
+RETURNING "cursor"
+"""
 
 _RECORD_CHANGES_SQL = """
 INSERT INTO chainhook_changes ("cursor", event_id, change)
@@ -170,7 +211,8 @@ class DeliveryWriter:
             # First statement: from here to commit no other delivery can take cursors.
             head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
             rolled_back = await self._roll_back(conn, delivery, rows, head)
-            cursor = head + len(rolled_back)
+            blocks_rolled_back = await self._roll_back_blocks(conn, delivery, head + len(rolled_back))
+            cursor = head + len(rolled_back) + blocks_rolled_back
             existing = {(r["block_hash"], r["tx_hash"], r["event_index"]): r
                         for r in await conn.fetch(_EXISTING_SQL, *key_columns(rows))} if rows else {}
             new_rows = [r for r in rows if r.natural_key not in existing]
@@ -183,7 +225,11 @@ class DeliveryWriter:
             if restored:
                 await conn.execute(_RESTORE_SQL, [r[0] for r in restored], [r[1] for r in restored])
             changes = rolled_back + sorted(inserted + [(i, c, "restore") for i, c in restored], key=lambda c: c[1])
-            last_cursor = await self._record_changes(conn, changes)
+            await self._record_changes(conn, changes)
+            blocks_applied = await self._apply_blocks(conn, delivery, cursor + len(changed))
+            last = cursor + len(changed) + blocks_applied
+            if last > head:
+                await self._move_cursor(conn, last)
             await conn.execute(_RECORD_DELIVERY_SQL, pg_safe(delivery.chainhook_uuid), delivery.format,
                                pg_safe(delivery.network), delivery.tip_height)
         return DeliveryResult(
@@ -191,7 +237,8 @@ class DeliveryWriter:
             duplicates=delivery.repeats + len(rows) - len(changed),
             rolled_back=len(rolled_back),
             restored=len(restored),
-            last_cursor=last_cursor,
+            last_cursor=last if last > head else None,
+            block_changes=blocks_rolled_back + blocks_applied,
         )
 
     async def _append(self, conn: asyncpg.Connection, rows: Iterable[EventRow],
@@ -205,17 +252,20 @@ class DeliveryWriter:
             async with conn.transaction():
                 head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
                 await _copy_rows(conn, copy_records(rows, head, delivery))
-                last = head + delivery.rows
+                last_row = head + delivery.rows
+                # The delivery is complete now (streamed, its blocks are known after the last row).
+                blocks_applied = await self._apply_blocks(conn, delivery, last_row)
+                last = last_row + blocks_applied
                 uuid, network = pg_safe(delivery.chainhook_uuid), pg_safe(delivery.network)
-                if delivery.rows:
-                    await conn.execute(_APPEND_TAIL_SQL, head, last, uuid, delivery.format, network,
-                                       delivery.tip_height, NOTIFY_CHANNEL)
+                if last > head:
+                    await conn.execute(_APPEND_TAIL_SQL, head, last_row, uuid, delivery.format, network,
+                                       delivery.tip_height, NOTIFY_CHANNEL, last)
                 else:
                     await conn.execute(_RECORD_DELIVERY_SQL, uuid, delivery.format, network, delivery.tip_height)
         except asyncpg.UniqueViolationError:
             return None
         return DeliveryResult(applied=delivery.rows, duplicates=delivery.repeats, rolled_back=0, restored=0,
-                              last_cursor=last if delivery.rows else None)
+                              last_cursor=last if last > head else None, block_changes=blocks_applied)
 
     async def _roll_back(self, conn: asyncpg.Connection, delivery: Delivery, rows: Sequence[EventRow],
                          head: int) -> list[tuple[int, int, str]]:
@@ -235,13 +285,31 @@ class DeliveryWriter:
                                                                     delivery))
         return [(r["id"], r["last_cursor"], "apply") for r in records]
 
-    async def _record_changes(self, conn: asyncpg.Connection, changes: list[tuple[int, int, str]]) -> int | None:
-        if not changes:
-            return None
-        await conn.execute(_RECORD_CHANGES_SQL, [c[1] for c in changes], [c[0] for c in changes],
-                           [c[2] for c in changes])
-        last = changes[-1][1]
+    async def _record_changes(self, conn: asyncpg.Connection, changes: list[tuple[int, int, str]]) -> None:
+        if changes:
+            await conn.execute(_RECORD_CHANGES_SQL, [c[1] for c in changes], [c[0] for c in changes],
+                               [c[2] for c in changes])
+
+    async def _move_cursor(self, conn: asyncpg.Connection, last: int) -> None:
         await conn.execute("UPDATE chainhook_cursor SET last_cursor = $1", last)
         # Delivered to listeners only when (and if) this transaction commits.
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(last))
-        return last
+
+    async def _apply_blocks(self, conn: asyncpg.Connection, delivery: DeliveryHeader, after: int) -> int:
+        """Log the delivery's new and restored blocks with cursors after ``after``; how many."""
+        blocks = delivery.blocks
+        if not blocks:
+            return 0
+        logged = await conn.fetch(
+            _APPLY_BLOCKS_SQL, [b.block_height for b in blocks], [pg_safe(b.block_hash) for b in blocks],
+            [b.timestamp for b in blocks], [b.transactions for b in blocks], [b.events for b in blocks],
+            pg_safe(delivery.network), after, pg_safe(delivery.chainhook_uuid))
+        return len(logged)
+
+    async def _roll_back_blocks(self, conn: asyncpg.Connection, delivery: Delivery, after: int) -> int:
+        """Log the rollback of the delivery's rolled-back blocks with cursors after ``after``; how many."""
+        if not delivery.rollback_block_hashes:
+            return 0
+        logged = await conn.fetch(_ROLL_BACK_BLOCKS_SQL, sorted({pg_safe(h) for h in delivery.rollback_block_hashes}),
+                                  [pg_safe(b.block_hash) for b in delivery.blocks], after)
+        return len(logged)

@@ -16,9 +16,23 @@ def _event_column_list(table: str = "") -> str:
     return ", ".join(f'{table}"{name}"' for name in (*EVENT_COLUMNS, *SOURCE_COLUMNS))
 
 
+# Columns an event and a block both have; the others are NULL for the kind that lacks them.
+_SHARED_COLUMNS = ("block_height", "block_hash", "timestamp", "network", "chainhook_uuid")
+
+
+def _change_column_list() -> str:
+    """Each change with the columns of its event or block, and ``topic``: 'event' or 'block'."""
+    columns = [f'coalesce(e."{name}", b."{name}") AS "{name}"' if name in _SHARED_COLUMNS else f'e."{name}"'
+               for name in (*EVENT_COLUMNS, *SOURCE_COLUMNS)]
+    return ", ".join(["CASE WHEN c.block_id IS NULL THEN 'event' ELSE 'block' END AS topic",
+                      "coalesce(e.id, b.id) AS id", *columns, "b.transactions", "b.events AS block_events"])
+
+
 _CHANGES_SQL = f"""
-SELECT c."cursor", c.change, c.committed_at, e.id, {_event_column_list("e.")}
-FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id
+SELECT c."cursor", c.change, c.committed_at, {_change_column_list()}
+FROM chainhook_changes c
+LEFT JOIN chainhook_events e ON e.id = c.event_id
+LEFT JOIN chainhook_blocks b ON b.id = c.block_id
 WHERE {{where}} ORDER BY c."cursor" LIMIT $2
 """
 
@@ -29,8 +43,10 @@ _MATCH_CONDITIONS = {
     "address": "e.affected_addresses && ${n}::text[]",
     "event_type": "e.event_type = ANY(${n}::text[])",
     "asset": "e.asset_identifier = ANY(${n}::text[])",
-    "network": "e.network = ANY(${n}::text[])",
+    "network": "coalesce(e.network, b.network) = ANY(${n}::text[])",
 }
+# What a filter's topic reads from the log: the changes of events, or of blocks.
+_TOPIC_CONDITIONS = {"events": "c.event_id IS NOT NULL", "blocks": "c.block_id IS NOT NULL"}
 
 
 class LogReader:
@@ -47,20 +63,23 @@ class LogReader:
     async def changes_after(self, cursor: int, limit: int, *, upto: int | None = None,
                             match: Sequence[Mapping[str, Collection[str]]] = ()) -> list[dict[str, Any]]:
         """The next ``limit`` changes after ``cursor`` (and at most ``upto``), in cursor order, with their
-        event's columns. ``match`` keeps only changes whose event matches any of the given filters (a
-        filter matches when every field it names does; an empty one matches everything)."""
+        event's or block's columns. ``match`` keeps only the changes any of the given filters match: a
+        filter is of a topic (``{"topic": {"blocks"}}``, else events) and matches when every other field
+        it names does. Without ``match``, every change."""
         conditions = ['c."cursor" > $1']
         arguments: list[Any] = [cursor, limit]
         if upto is not None:
             arguments.append(upto)
             conditions.append(f'c."cursor" <= ${len(arguments)}')
-        if match and all(match):
+        if match:
             alternatives = []
             for one in match:
-                fields = []
+                topic = "blocks" if "blocks" in one.get("topic", ()) else "events"
+                fields = [_TOPIC_CONDITIONS[topic]]
                 for field, values in one.items():
-                    arguments.append(sorted(values))
-                    fields.append(_MATCH_CONDITIONS[field].format(n=len(arguments)))
+                    if field != "topic":
+                        arguments.append(sorted(values))
+                        fields.append(_MATCH_CONDITIONS[field].format(n=len(arguments)))
                 alternatives.append("(" + " AND ".join(fields) + ")")
             conditions.append("(" + " OR ".join(alternatives) + ")")
         return await self._db.fetch(_CHANGES_SQL.format(where=" AND ".join(conditions)), *arguments)
