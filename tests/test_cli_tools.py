@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+
+from timebank_realtime.settings import AddressSettings, DatabaseSettings, Settings
 
 from .conftest import load_fixture, post_webhook
 from .expected import EXPECTED_ROWS
@@ -209,3 +212,55 @@ async def test_import_counts_rollbacks_and_restores_and_keeps_each_chainhook_s_h
                for r in await db.fetch("SELECT chainhook_uuid, last_block_height FROM chainhook_deliveries")}
     assert heights == {"mainnet-hook": mainnet["apply"][0]["block_identifier"]["index"],
                        "regtest-hook": regtest["apply"][0]["block_identifier"]["index"]}
+
+
+# What each command must read: serve every setting; migrate and import the database and logging ones;
+# tail the address serve listens on.
+SETTINGS_OF = {"serve": Settings, "migrate": DatabaseSettings, "import": DatabaseSettings, "tail": AddressSettings}
+EVERY_SETTING = {name.upper() for name in Settings.model_fields}
+
+
+def settings_in_help(command: str) -> list[str]:
+    result = run_command(command, "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # as argparse wraps it
+    assert "--help" in text
+    listed = re.search(r"settings read[^:]*: ([A-Z0-9_, ]+)$", text)
+    assert listed is not None, text
+    return listed.group(1).split(", ")
+
+
+def test_each_command_s_help_lists_the_settings_it_reads() -> None:
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (Path(__file__).parents[1] / ".env.example").read_text(),
+                                re.MULTILINE))
+    for command, model in SETTINGS_OF.items():
+        listed = settings_in_help(command)
+        assert listed == sorted({name.upper() for name in model.model_fields}), command
+        assert set(listed) <= EVERY_SETTING and set(listed) <= documented, command
+    assert set(settings_in_help("serve")) == EVERY_SETTING
+    assert {"DATABASE_URL", "LOG_FORMAT"} <= set(settings_in_help("import"))
+    assert settings_in_help("tail") == ["HOST", "PORT"]
+
+
+async def test_migrate_and_import_read_no_setting_their_help_does_not_name(tmp_path: Path, database_url: str) -> None:
+    # Every other setting made invalid: serve refuses them, migrate and import never look.
+    unread = {name: "not-a-number" for name in EVERY_SETTING - set(settings_in_help("migrate"))}
+    refused = run_command("serve", DATABASE_URL=database_url, **unread)
+    assert refused.returncode == 2
+    assert {"PORT", "MAX_PAYLOAD_BYTES", "SOCKET_AUTH_SECRET"} <= {
+        line.removeprefix("invalid configuration: ").split(":")[0].split()[0] for line in refused.stderr.splitlines()}
+    migrated = await asyncio.to_thread(run_command, "migrate", DATABASE_URL=database_url, **unread)
+    assert migrated.returncode == 0, migrated.stderr
+    assert settings_in_help("import") == settings_in_help("migrate")
+    path = tmp_path / "f.ndjson"
+    path.write_bytes(ndjson([json.dumps(load_fixture(FIXTURES[3]))]))
+    imported = await asyncio.to_thread(run_command, "import", str(path), DATABASE_URL=database_url, **unread)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 1 payloads" in imported.stdout
+
+
+def test_tail_reads_host_and_port_as_settings() -> None:
+    result = run_command("tail", PORT="eighty")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["invalid configuration: PORT: Input should be a valid integer, unable to "
+                                          "parse string as an integer"]

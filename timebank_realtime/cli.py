@@ -9,14 +9,14 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from .app import create_app
 from .client import SubscriptionRefused, TimebankClient
@@ -25,7 +25,7 @@ from .events import FILTER_FIELDS
 from .http.serving import CannotListen, serve_until_signalled
 from .importer import ImportAborted, ImportProgress, import_files
 from .realtime.subscriptions import FilterError, parse_filter
-from .settings import Settings, describe_settings_error
+from .settings import AddressSettings, DatabaseSettings, Settings, describe_settings_error, environment_variables
 from .store.db import create_pool
 from .store.deliveries import DeliveryWriter
 from .store.embedded import resolve_dsn
@@ -33,6 +33,13 @@ from .store.migrate import migrate
 
 # `import` finished, but skipped malformed lines (they are listed on stderr).
 IMPORT_SKIPPED_LINES = 4
+
+# What each command reads from the environment: it reads exactly these classes, and its --help
+# lists their fields. (`tail` reads AddressSettings only when no --url is given.)
+SETTINGS_READ: dict[str, type[DatabaseSettings]] = {"serve": Settings, "migrate": DatabaseSettings,
+                                                   "import": DatabaseSettings}
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -68,7 +75,7 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
-def _migrate(settings: Settings) -> int:
+def _migrate(settings: DatabaseSettings) -> int:
     async def run() -> list[int]:
         return await migrate(await resolve_dsn(settings), settings)
 
@@ -117,7 +124,7 @@ class _ImportConsole:
             self._stream.flush()
 
 
-def _import(settings: Settings, args: argparse.Namespace) -> int:
+def _import(settings: DatabaseSettings, args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.files]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -152,12 +159,20 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     return IMPORT_SKIPPED_LINES if progress.skipped_lines else 0
 
 
+def _tail_filter(args: argparse.Namespace) -> dict[str, Any]:
+    """The subscription the filter options ask for: a field given once is one value, else a list."""
+    return {name: values if len(values) > 1 else values[0]
+            for name in FILTER_FIELDS if (values := getattr(args, name))}
+
+
 def _tail(args: argparse.Namespace) -> int:
-    subscription: dict[str, Any] = {}
-    for name in FILTER_FIELDS:
-        values = getattr(args, name)
-        if values:
-            subscription[name] = values if len(values) > 1 else values[0]
+    url: str | None = args.url
+    if url is None:
+        address = _read_settings(AddressSettings)
+        if address is None:
+            return 2
+        url = _local_url(address)
+    subscription = _tail_filter(args)
     try:
         parse_filter(subscription)
     except FilterError as error:
@@ -167,7 +182,7 @@ def _tail(args: argparse.Namespace) -> int:
     # What the client says of its connection (connected, failed and retrying) goes to stderr.
     client_log = logging.getLogger("timebank_realtime.client")
     client_log.setLevel(logging.INFO)
-    print(f"following {args.url}", file=sys.stderr, flush=True)
+    print(f"following {url}", file=sys.stderr, flush=True)
 
     def show(kind: str, change: dict[str, Any]) -> None:
         if args.json:
@@ -178,7 +193,7 @@ def _tail(args: argparse.Namespace) -> int:
                   f"{change.get('contract_id') or '-'} {change['tx_hash']} {addresses}", flush=True)
 
     async def follow() -> None:
-        async with TimebankClient(args.url, token=args.token) as client:
+        async with TimebankClient(url, token=args.token) as client:
             await client.subscribe(subscription, show, since=since)
             await asyncio.Event().wait()
 
@@ -192,11 +207,26 @@ def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_url() -> str:
-    host = os.environ.get("HOST") or "127.0.0.1"
+def _local_url(address: AddressSettings) -> str:
+    host = address.host
     if host in ("0.0.0.0", "::"):  # listening everywhere: reach it on loopback
         host = "127.0.0.1"
-    return f"http://{host}:{os.environ.get('PORT') or 3000}"
+    return f"http://{host}:{address.port}"
+
+
+def _read_settings(model: type[S]) -> S | None:
+    """The settings, or None once each bad one is said on a line of its own."""
+    try:
+        return model()
+    except ValidationError as error:
+        for line in describe_settings_error(error):
+            print(f"invalid configuration: {line}", file=sys.stderr)
+        return None
+
+
+def _settings_epilog(model: type[BaseSettings], when: str = "") -> str:
+    return (f"settings read{when} from the environment or ./.env (see .env.example): "
+            + ", ".join(environment_variables(model)))
 
 
 def _since(value: str) -> int | str:
@@ -212,18 +242,22 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Chainhook webhook -> PostgreSQL -> Socket.IO")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('timebank-realtime')}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the webhook target and Socket.IO server")
-    commands.add_parser("migrate", help="apply database migrations and exit")
-    importer = commands.add_parser("import", help="backfill from Chainhook file_append output (NDJSON, .gz too)")
+    commands.add_parser("serve", help="run the webhook target and Socket.IO server",
+                        epilog=_settings_epilog(SETTINGS_READ["serve"]))
+    commands.add_parser("migrate", help="apply database migrations and exit",
+                        epilog=_settings_epilog(SETTINGS_READ["migrate"]))
+    importer = commands.add_parser("import", help="backfill from Chainhook file_append output (NDJSON, .gz too)",
+                                   epilog=_settings_epilog(SETTINGS_READ["import"]))
     importer.add_argument("files", nargs="+")
     importer.add_argument("--batch-events", type=int, default=5000, help="events per transaction (default 5000)")
     importer.add_argument("--abort-on-error", action="store_true",
                           help="stop at the first malformed line instead of reporting and skipping it")
-    tail = commands.add_parser("tail", help="print live events from a running service")
-    tail.add_argument("--url", default=_local_url(),
-                      help="the service (default: HOST and PORT from the environment, as serve reads them)")
+    tail = commands.add_parser("tail", help="print live events from a running service",
+                               epilog=_settings_epilog(AddressSettings, " (without --url)"))
+    tail.add_argument("--url", help="the service (default: http://HOST:PORT, the address serve listens on)")
     for name in FILTER_FIELDS:
-        tail.add_argument(f"--{name.replace('_', '-')}", dest=name, action="append", default=[])
+        tail.add_argument(f"--{name.replace('_', '-')}", dest=name, action="append", default=[],
+                          help=f"only events of this {name.replace('_', ' ')} (repeat for any of several)")
     tail.add_argument("--since", default="now", type=_since, help="cursor to replay from, or now (default)")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument("--token", help="JWT, when the server sets SOCKET_AUTH_SECRET")
@@ -235,17 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tail":
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
         return _tail(args)
-    try:
-        settings = Settings()
-    except ValidationError as error:
-        for line in describe_settings_error(error):
-            print(f"invalid configuration: {line}", file=sys.stderr)
+    settings = _read_settings(SETTINGS_READ[args.command])
+    if settings is None:
         return 2
     _configure_logging(settings.log_level, settings.log_format)
     try:
-        if args.command == "import":
-            return _import(settings, args)
-        return _serve(settings) if args.command == "serve" else _migrate(settings)
+        if isinstance(settings, Settings):  # serve's
+            return _serve(settings)
+        return _import(settings, args) if args.command == "import" else _migrate(settings)
     except MigrationError as error:
         logging.getLogger("timebank_realtime").error("%s", error)
         return 3

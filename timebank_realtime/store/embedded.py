@@ -7,7 +7,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from ..settings import Settings
+from ..settings import DatabaseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def start_embedded_postgres(pgdata: Path) -> str:
     return uri
 
 
-async def resolve_dsn(settings: Settings) -> str:
+async def resolve_dsn(settings: DatabaseSettings) -> str:
     """DATABASE_URL, or the embedded server's URI (started in a thread: it blocks)."""
     if settings.database_url:
         return settings.database_url
