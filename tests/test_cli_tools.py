@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gzip
 import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
+import termios
 from importlib.metadata import version
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from .processes import ServiceProcess, free_port, service_env
 FIXTURES = ["v1-stacks-print-event-arkadiko-mainnet-2023.json", "v1-stacks-contract-call-bns-testnet-2023.json",
             "v1-stacks-nakamoto-testnet-nft-mint-print-event.json", "v1-stacks-regtest-stx-lock-event.json"]
 TOTAL = sum(len(EXPECTED_ROWS[name]) for name in FIXTURES)
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) ")
 
 
 def ndjson(lines: list[str]) -> bytes:
@@ -47,14 +51,14 @@ async def test_import_backfills_idempotently_and_reports_bad_lines(tmp_path: Pat
 
     result = await asyncio.to_thread(run_import, database_url, str(plain), str(zipped), "--batch-events", "7")
     assert result.returncode == 4, result.stderr  # imported, but lines were skipped
-    stderr = result.stderr.splitlines()
-    # Each skipped line is said on a line of its own, before the progress of the file after it.
-    skipped = [n for n, line in enumerate(stderr) if line.startswith("skipped malformed line ")]
-    assert len(skipped) == 2 and stderr[skipped[0]].startswith(f"skipped malformed line {plain}:2:")
-    assert stderr[skipped[1]].startswith(f"skipped malformed line {zipped}:2: $.apply[0]")
-    assert skipped[0] < max(n for n, line in enumerate(stderr) if "events/s" in line)
-    assert len([line for line in stderr if line.endswith(", 100%")]) == 1  # the finished progress line, once
-    assert f"{TOTAL} new rows" in result.stdout and "2 malformed lines skipped" in result.stdout
+    # Not a terminal: no progress bar, no carriage return; each skipped line on a line of its own.
+    assert "\r" not in result.stderr
+    stderr = [line for line in result.stderr.splitlines() if not LOG_LINE.match(line)]
+    assert len(stderr) == 2, result.stderr
+    assert stderr[0].startswith(f"skipped malformed line {plain}:2: ")
+    assert stderr[1].startswith(f"skipped malformed line {zipped}:2: $.apply[0]")
+    assert result.stdout == (f"imported 4 payloads: {TOTAL} new rows, 0 already stored, 0 rolled back, 0 restored, "
+                             "2 malformed lines skipped\n")
     assert await db.fetchval("SELECT count(*) FROM chainhook_events") == TOTAL
     cursors = [r["cursor"] for r in await db.fetch('SELECT "cursor" FROM chainhook_changes ORDER BY 1')]
     assert cursors == list(range(1, TOTAL + 1))
@@ -102,27 +106,61 @@ async def test_tail_prints_matching_events(tmp_path: Path, database_url: str, db
         service.stop()
 
 
-def test_import_on_a_terminal_redraws_one_progress_line(tmp_path: Path, database_url: str) -> None:
-    path = tmp_path / "d.ndjson"
-    path.write_bytes(ndjson([json.dumps(load_fixture(name)) for name in FIXTURES]))
+def on_a_terminal(*command: str, **env: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run ``command`` with its stderr on a pseudo-terminal 160 columns wide; what it wrote there, as sent."""
     leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     try:
-        process = subprocess.Popen([sys.executable, "-m", "timebank_realtime", "import", str(path),
-                                    "--batch-events", "5"], env=service_env(DATABASE_URL=database_url),
+        process = subprocess.Popen([sys.executable, "-m", "timebank_realtime", *command], env=service_env(**env),
                                    stdout=subprocess.PIPE, stderr=follower, text=True)
         out, _ = process.communicate(timeout=120)
         os.close(follower)
         shown = b""
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # EIO once the terminal is closed and read to its end
             while chunk := os.read(leader, 65536):
                 shown += chunk
     finally:
         os.close(leader)
-    assert process.returncode == 0
-    assert shown.count(b"\r\x1b[2K") >= 2  # the same line, redrawn
-    assert shown.endswith(b"\n")  # and ended before the summary
-    assert b"events/s" in shown and b"ETA" in shown
-    assert "imported 4 payloads" in out
+    return subprocess.CompletedProcess(process.args, process.returncode, out, ""), shown.decode()
+
+
+def screen(shown: str) -> list[str]:
+    """The lines a terminal is left showing: a carriage return moves back to the line's start, and
+    what is written then overwrites it."""
+    lines = []
+    for sent in shown.replace("\r\n", "\n").split("\n"):
+        cells: list[str] = []
+        column = 0
+        for char in sent:
+            if char == "\r":
+                column = 0
+                continue
+            cells[column:column + 1] = [char]
+            column += 1
+        lines.append("".join(cells).rstrip())
+    return lines
+
+
+def test_import_on_a_terminal_redraws_one_progress_line(tmp_path: Path, database_url: str,
+                                                        db: asyncpg.Connection) -> None:
+    path = tmp_path / "d.ndjson"
+    lines = [json.dumps(load_fixture(name)) for name in FIXTURES]
+    path.write_bytes(ndjson([lines[0], "{not json", *lines[1:]]))
+    result, shown = on_a_terminal("import", str(path), "--batch-events", "5", DATABASE_URL=database_url,
+                                  LOG_LEVEL="WARNING")
+    assert result.returncode == 4, shown
+    assert result.stdout.startswith(f"imported 4 payloads: {TOTAL} new rows, ")
+    # Left on screen: the skipped line, on its own line, then the finished bar, once.
+    assert "\x1b" not in shown
+    left = screen(shown)
+    assert len(left) == 3 and left[2] == "", left
+    assert left[0].startswith(f"skipped malformed line {path}:2: ")
+    assert re.fullmatch(r"import: 100%\|.*\| ([\d.]+k?B)/\1 \[.*, 4 payloads, \d+ events "
+                        rf"\({TOTAL} new, 0 already stored\), [\d,]+ events/s\]", left[1]), left[1]
+    # Said when met: the bar was drawn before it, and again after it, short of the end.
+    before, after = shown.split(left[0], 1)
+    assert "import:   0%" in before
+    assert int(re.findall(r"import: +(\d+)%", after)[0]) < 100
 
 
 def run_command(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -10,13 +10,14 @@ import asyncio
 import json
 import logging
 import sys
-import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .app import create_app
 from .client import SubscriptionRefused, TimebankClient
@@ -65,44 +66,54 @@ def _migrate(settings: DatabaseSettings) -> int:
     return 0
 
 
-class _ImportConsole:
-    """Progress on stderr: a redrawn line on a terminal; otherwise plain lines, at most one every 2 s
-    and the finished one once. A skipped line is said when it is met, on a line of its own."""
+class _ImportBar:
+    """The import's progress on stderr, drawn by tqdm on a terminal: one line, redrawn, left at its
+    last state; skipped lines (and log records) are written above it, each on a line of its own.
+    Elsewhere (a file, a pipe, CI) tqdm draws nothing, so a log gets no carriage returns: only the
+    skipped lines as they are met, and the summary on stdout."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._terminal = stream.isatty()
-        self._drawn = False  # a terminal's progress line is on screen
-        self._finished = False
-        self._last_at = 0.0
+    def __init__(self, total_bytes: int) -> None:
+        # Progress is measured in input bytes (compressed, for .gz), which the ETA needs; the
+        # counts that matter to a reader follow it.
+        self._bar = tqdm(total=total_bytes, desc="import", unit="B", unit_scale=True, unit_divisor=1024,
+                         file=sys.stderr, disable=None, dynamic_ncols=True,
+                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B "
+                                    "[{elapsed}<{remaining}{postfix}]")
 
     def progress(self, progress: ImportProgress) -> None:
-        eta = progress.eta_seconds()
-        done = progress.bytes_read >= progress.total_bytes
-        text = (f"{progress.payloads} payloads, {progress.events} events "
-                f"({progress.applied} new, {progress.duplicates} already stored), "
-                f"{progress.rate():,.0f} events/s, {100 * progress.bytes_read / max(progress.total_bytes, 1):.0f}%"
-                + (f", ETA {eta:,.0f}s" if eta is not None and not done else ""))
-        if self._terminal:
-            self._stream.write("\r\x1b[2K" + text)
-        elif (done and not self._finished) or (not done and time.monotonic() - self._last_at >= 2):
-            self._last_at = time.monotonic()
-            self._stream.write(text + "\n")
-        self._finished = done
-        self._drawn = True
-        self._stream.flush()
+        self._bar.set_postfix_str(f"{progress.payloads} payloads, {progress.events} events ({progress.applied} new, "
+                                  f"{progress.duplicates} already stored), {progress.rate():,.0f} events/s",
+                                  refresh=False)
+        self._bar.update(progress.bytes_read - self._bar.n)
 
-    def skipped(self, message: str) -> None:
-        if self._terminal and self._drawn:
-            self._stream.write("\r\x1b[2K")  # the progress line is drawn again at the next report
-            self._drawn = False
-        self._stream.write(f"skipped malformed line {message}\n")
-        self._stream.flush()
+    @staticmethod
+    def skipped(message: str) -> None:
+        tqdm.write(f"skipped malformed line {message}", file=sys.stderr)
 
-    def end(self) -> None:
-        if self._terminal and self._drawn:
-            self._stream.write("\n")
-            self._stream.flush()
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _run_import(settings: DatabaseSettings, args: argparse.Namespace, paths: list[Path]) -> ImportProgress:
+    bar = _ImportBar(sum(path.stat().st_size for path in paths))
+
+    async def run() -> ImportProgress:
+        dsn = await resolve_dsn(settings)
+        await migrate(dsn, settings)
+        pool = await create_pool(dsn, min_size=1, max_size=1, connect_timeout=settings.db_connect_timeout_seconds,
+                                 retry_seconds=settings.db_startup_retry_seconds)
+        try:
+            return await import_files(DeliveryWriter(pool), paths, batch_events=args.batch_events,
+                                      abort_on_error=args.abort_on_error, report=bar.progress, skipped=bar.skipped)
+        finally:
+            await pool.close()
+
+    # Log records (a migration applied, a database retried) are written above the bar, not into it.
+    try:
+        with logging_redirect_tqdm():
+            return asyncio.run(run())
+    finally:
+        bar.close()
 
 
 def _import(settings: DatabaseSettings, args: argparse.Namespace) -> int:
@@ -112,27 +123,11 @@ def _import(settings: DatabaseSettings, args: argparse.Namespace) -> int:
         print(f"no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
 
-    console = _ImportConsole(sys.stderr)
-
-    async def run() -> ImportProgress:
-        dsn = await resolve_dsn(settings)
-        await migrate(dsn, settings)
-        pool = await create_pool(dsn, min_size=1, max_size=1, connect_timeout=settings.db_connect_timeout_seconds,
-                                 retry_seconds=settings.db_startup_retry_seconds)
-        try:
-            return await import_files(DeliveryWriter(pool), paths, batch_events=args.batch_events,
-                                      abort_on_error=args.abort_on_error, report=console.progress,
-                                      skipped=console.skipped)
-        finally:
-            await pool.close()
-
     try:
-        progress = asyncio.run(run())
+        progress = _run_import(settings, args, paths)
     except ImportAborted as error:
-        console.end()
         print(f"import aborted at a malformed line (nothing of it was stored): {error}", file=sys.stderr)
         return 1
-    console.end()
     print(f"imported {progress.payloads} payloads: {progress.applied} new rows, "
           f"{progress.duplicates} already stored, {progress.rolled_back} rolled back, {progress.restored} restored, "
           f"{len(progress.skipped_lines)} malformed lines skipped")
