@@ -41,7 +41,7 @@ IMPORT_SKIPPED_LINES = 4
 SETTINGS_READ: dict[str, type[DatabaseSettings]] = {"serve": Settings, "migrate": DatabaseSettings,
                                                    "import": DatabaseSettings}
 
-S = TypeVar("S", bound=BaseSettings)
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 async def _serve_app(settings: Settings) -> None:
@@ -190,7 +190,7 @@ def _local_url(address: AddressSettings) -> str:
     return f"http://{host}:{address.port}"
 
 
-def _read_settings(model: type[S]) -> S | None:
+def _read_settings(model: type[SettingsT]) -> SettingsT | None:
     """The settings, or None once each bad one is said on a line of its own."""
     try:
         return model()
