@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gzip
 import json
 import os
+import re
 import socket
+import struct
 import subprocess
 import sys
+import termios
 from importlib.metadata import version
 from pathlib import Path
 
 import aiohttp
 import asyncpg
+
+from timebank_realtime.settings import AddressSettings, DatabaseSettings, Settings
 
 from .conftest import load_fixture, post_webhook
 from .expected import EXPECTED_ROWS
@@ -23,6 +29,7 @@ from .processes import ServiceProcess, free_port, service_env
 FIXTURES = ["v1-stacks-print-event-arkadiko-mainnet-2023.json", "v1-stacks-contract-call-bns-testnet-2023.json",
             "v1-stacks-nakamoto-testnet-nft-mint-print-event.json", "v1-stacks-regtest-stx-lock-event.json"]
 TOTAL = sum(len(EXPECTED_ROWS[name]) for name in FIXTURES)
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) ")
 
 
 def ndjson(lines: list[str]) -> bytes:
@@ -44,14 +51,14 @@ async def test_import_backfills_idempotently_and_reports_bad_lines(tmp_path: Pat
 
     result = await asyncio.to_thread(run_import, database_url, str(plain), str(zipped), "--batch-events", "7")
     assert result.returncode == 4, result.stderr  # imported, but lines were skipped
-    stderr = result.stderr.splitlines()
-    # Each skipped line is said on a line of its own, before the progress of the file after it.
-    skipped = [n for n, line in enumerate(stderr) if line.startswith("skipped malformed line ")]
-    assert len(skipped) == 2 and stderr[skipped[0]].startswith(f"skipped malformed line {plain}:2:")
-    assert stderr[skipped[1]].startswith(f"skipped malformed line {zipped}:2: $.apply[0]")
-    assert skipped[0] < max(n for n, line in enumerate(stderr) if "events/s" in line)
-    assert len([line for line in stderr if line.endswith(", 100%")]) == 1  # the finished progress line, once
-    assert f"{TOTAL} new rows" in result.stdout and "2 malformed lines skipped" in result.stdout
+    # Not a terminal: no progress bar, no carriage return; each skipped line on a line of its own.
+    assert "\r" not in result.stderr
+    stderr = [line for line in result.stderr.splitlines() if not LOG_LINE.match(line)]
+    assert len(stderr) == 2, result.stderr
+    assert stderr[0].startswith(f"skipped malformed line {plain}:2: ")
+    assert stderr[1].startswith(f"skipped malformed line {zipped}:2: $.apply[0]")
+    assert result.stdout == (f"imported 4 payloads: {TOTAL} new rows, 0 already stored, 0 rolled back, 0 restored, "
+                             "2 malformed lines skipped\n")
     assert await db.fetchval("SELECT count(*) FROM chainhook_events") == TOTAL
     cursors = [r["cursor"] for r in await db.fetch('SELECT "cursor" FROM chainhook_changes ORDER BY 1')]
     blocks = await db.fetchval("SELECT count(*) FROM chainhook_blocks")
@@ -100,27 +107,61 @@ async def test_tail_prints_matching_events(tmp_path: Path, database_url: str, db
         service.stop()
 
 
-def test_import_on_a_terminal_redraws_one_progress_line(tmp_path: Path, database_url: str) -> None:
-    path = tmp_path / "d.ndjson"
-    path.write_bytes(ndjson([json.dumps(load_fixture(name)) for name in FIXTURES]))
+def on_a_terminal(*command: str, **env: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run ``command`` with its stderr on a pseudo-terminal 160 columns wide; what it wrote there, as sent."""
     leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     try:
-        process = subprocess.Popen([sys.executable, "-m", "timebank_realtime", "import", str(path),
-                                    "--batch-events", "5"], env=service_env(DATABASE_URL=database_url),
+        process = subprocess.Popen([sys.executable, "-m", "timebank_realtime", *command], env=service_env(**env),
                                    stdout=subprocess.PIPE, stderr=follower, text=True)
         out, _ = process.communicate(timeout=120)
         os.close(follower)
         shown = b""
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # EIO once the terminal is closed and read to its end
             while chunk := os.read(leader, 65536):
                 shown += chunk
     finally:
         os.close(leader)
-    assert process.returncode == 0
-    assert shown.count(b"\r\x1b[2K") >= 2  # the same line, redrawn
-    assert shown.endswith(b"\n")  # and ended before the summary
-    assert b"events/s" in shown and b"ETA" in shown
-    assert "imported 4 payloads" in out
+    return subprocess.CompletedProcess(process.args, process.returncode, out, ""), shown.decode()
+
+
+def screen(shown: str) -> list[str]:
+    """The lines a terminal is left showing: a carriage return moves back to the line's start, and
+    what is written then overwrites it."""
+    lines = []
+    for sent in shown.replace("\r\n", "\n").split("\n"):
+        cells: list[str] = []
+        column = 0
+        for char in sent:
+            if char == "\r":
+                column = 0
+                continue
+            cells[column:column + 1] = [char]
+            column += 1
+        lines.append("".join(cells).rstrip())
+    return lines
+
+
+def test_import_on_a_terminal_redraws_one_progress_line(tmp_path: Path, database_url: str,
+                                                        db: asyncpg.Connection) -> None:
+    path = tmp_path / "d.ndjson"
+    lines = [json.dumps(load_fixture(name)) for name in FIXTURES]
+    path.write_bytes(ndjson([lines[0], "{not json", *lines[1:]]))
+    result, shown = on_a_terminal("import", str(path), "--batch-events", "5", DATABASE_URL=database_url,
+                                  LOG_LEVEL="WARNING")
+    assert result.returncode == 4, shown
+    assert result.stdout.startswith(f"imported 4 payloads: {TOTAL} new rows, ")
+    # Left on screen: the skipped line, on its own line, then the finished bar, once.
+    assert "\x1b" not in shown
+    left = screen(shown)
+    assert len(left) == 3 and left[2] == "", left
+    assert left[0].startswith(f"skipped malformed line {path}:2: ")
+    assert re.fullmatch(r"import: 100%\|.*\| ([\d.]+k?B)/\1 \[.*, 4 payloads, \d+ events "
+                        rf"\({TOTAL} new, 0 already stored\), [\d,]+ events/s\]", left[1]), left[1]
+    # Said when met: the bar was drawn before it, and again after it, short of the end.
+    before, after = shown.split(left[0], 1)
+    assert "import:   0%" in before
+    assert int(re.findall(r"import: +(\d+)%", after)[0]) < 100
 
 
 def run_command(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -210,3 +251,55 @@ async def test_import_counts_rollbacks_and_restores_and_keeps_each_chainhook_s_h
                for r in await db.fetch("SELECT chainhook_uuid, last_block_height FROM chainhook_deliveries")}
     assert heights == {"mainnet-hook": mainnet["apply"][0]["block_identifier"]["index"],
                        "regtest-hook": regtest["apply"][0]["block_identifier"]["index"]}
+
+
+# What each command must read: serve every setting; migrate and import the database and logging ones;
+# tail the address serve listens on.
+SETTINGS_OF = {"serve": Settings, "migrate": DatabaseSettings, "import": DatabaseSettings, "tail": AddressSettings}
+EVERY_SETTING = {name.upper() for name in Settings.model_fields}
+
+
+def settings_in_help(command: str) -> list[str]:
+    result = run_command(command, "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # as argparse wraps it
+    assert "--help" in text
+    listed = re.search(r"settings read[^:]*: ([A-Z0-9_, ]+)$", text)
+    assert listed is not None, text
+    return listed.group(1).split(", ")
+
+
+def test_each_command_s_help_lists_the_settings_it_reads() -> None:
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (Path(__file__).parents[1] / ".env.example").read_text(),
+                                re.MULTILINE))
+    for command, model in SETTINGS_OF.items():
+        listed = settings_in_help(command)
+        assert listed == sorted({name.upper() for name in model.model_fields}), command
+        assert set(listed) <= EVERY_SETTING and set(listed) <= documented, command
+    assert set(settings_in_help("serve")) == EVERY_SETTING
+    assert {"DATABASE_URL", "LOG_FORMAT"} <= set(settings_in_help("import"))
+    assert settings_in_help("tail") == ["HOST", "PORT"]
+
+
+async def test_migrate_and_import_read_no_setting_their_help_does_not_name(tmp_path: Path, database_url: str) -> None:
+    # Every other setting made invalid: serve refuses them, migrate and import never look.
+    unread = {name: "not-a-number" for name in EVERY_SETTING - set(settings_in_help("migrate"))}
+    refused = run_command("serve", DATABASE_URL=database_url, **unread)
+    assert refused.returncode == 2
+    assert {"PORT", "MAX_PAYLOAD_BYTES", "SOCKET_AUTH_SECRET"} <= {
+        line.removeprefix("invalid configuration: ").split(":")[0].split()[0] for line in refused.stderr.splitlines()}
+    migrated = await asyncio.to_thread(run_command, "migrate", DATABASE_URL=database_url, **unread)
+    assert migrated.returncode == 0, migrated.stderr
+    assert settings_in_help("import") == settings_in_help("migrate")
+    path = tmp_path / "f.ndjson"
+    path.write_bytes(ndjson([json.dumps(load_fixture(FIXTURES[3]))]))
+    imported = await asyncio.to_thread(run_command, "import", str(path), DATABASE_URL=database_url, **unread)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 1 payloads" in imported.stdout
+
+
+def test_tail_reads_host_and_port_as_settings() -> None:
+    result = run_command("tail", PORT="eighty")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["invalid configuration: PORT: Input should be a valid integer, unable to "
+                                          "parse string as an integer"]

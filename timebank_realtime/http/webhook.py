@@ -113,15 +113,8 @@ async def _deliver(request: web.Request, started: float) -> tuple[web.Response, 
         raise InvalidBody("invalid_json", f"the body is not JSON: {error}") from None
     assert delivery.format is not None  # known once the delivery is stored
     _count(request.app[METRICS], result)
-    logger.info(
-        "delivery format=%s chainhook=%s apply_blocks=%d rollback_blocks=%d tip=%s rows=%d "
-        "applied=%d duplicates=%d rolled_back=%d restored=%d skipped=%d cursor=%s streamed=%s "
-        "duration_ms=%.1f",
-        delivery.format, delivery.chainhook_uuid or "-", delivery.apply_blocks,
-        len(delivery.rollback_block_hashes), delivery.tip_height, delivery.rows + delivery.repeats,
-        result.applied, result.duplicates, result.rolled_back, result.restored,
-        delivery.skipped_events, result.last_cursor, streamed, (time.perf_counter() - started) * 1000,
-    )
+    # Fields, not a formatted message: JSON logs get each as a key of its own (logs.py).
+    logger.info("delivery", extra=_delivery_fields(delivery, result, streamed, time.perf_counter() - started))
     return web.json_response({
         "applied": result.applied,
         "duplicates": result.duplicates,
@@ -129,6 +122,20 @@ async def _deliver(request: web.Request, started: float) -> tuple[web.Response, 
         "restored": result.restored,
         "cursor": result.last_cursor,
     }), delivery.format
+
+
+def _delivery_fields(delivery: DeliveryHeader, result: DeliveryResult, streamed: bool,
+                     seconds: float) -> dict[str, object]:
+    """The delivery log line's fields (docs/http-api.md#the-delivery-log-line)."""
+    return {
+        "format": delivery.format, "chainhook_uuid": delivery.chainhook_uuid or None, "network": delivery.network,
+        "apply_blocks": delivery.apply_blocks, "rollback_blocks": len(delivery.rollback_block_hashes),
+        "tip_height": delivery.tip_height, "rows": delivery.rows + delivery.repeats,
+        "applied": result.applied, "duplicates": result.duplicates, "rolled_back": result.rolled_back,
+        "restored": result.restored, "block_changes": result.block_changes, "skipped_events": delivery.skipped_events,
+        "cursor": result.last_cursor,
+        "streamed": streamed, "duration_ms": round(seconds * 1000, 1),
+    }
 
 
 async def _store(writer: DeliveryWriter, body: bytearray,

