@@ -46,7 +46,9 @@ async def page() -> AsyncIterator[Any]:
 async def test_live_view_subscribe_rollback_history_and_offline_assets(
         page: Any, server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
     requested: list[str] = []
+    failed: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
+    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
     await page.goto(url_of(server) + "/")
     await page.wait_for_selector('#state[data-state="connected"]')
     await page.wait_for_function("document.querySelector('#subscription').textContent === 'Subscribed to every event.'")
@@ -105,9 +107,10 @@ async def test_live_view_subscribe_rollback_history_and_offline_assets(
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
-    # Everything the page loaded came from the service itself: it works offline.
+    # Everything the page loaded came from the service itself: it works offline; and all of it was there.
     assert requested and all(url.startswith(url_of(server)) or url.startswith("ws://127.0.0.1")
                              for url in requested)
+    assert failed == []
 
 
 async def test_token_form_reaches_a_protected_server(page: Any, serve: Any, db: asyncpg.Connection) -> None:
@@ -124,3 +127,13 @@ async def test_token_form_reaches_a_protected_server(page: Any, serve: Any, db: 
     await page.get_by_role("button", name="Subscribe").click()
     await page.wait_for_selector('#state[data-state="connected"]')
     await page.wait_for_function("document.querySelector('#subscription').textContent.startsWith('Subscribed')")
+
+
+async def test_favicon(server: TestServer, http: aiohttp.ClientSession) -> None:
+    async with http.get(url_of(server) + "/") as response:
+        assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in await response.text()
+    for path in ("/static/favicon.svg", "/favicon.ico"):
+        async with http.get(url_of(server) + path) as response:
+            assert response.status == 200
+            assert response.content_type == "image/svg+xml"
+            assert (await response.text()).startswith("<svg")
