@@ -23,6 +23,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
 TRANSFERS = "v1-stacks-nakamoto-testnet-stx-transfer-block-height-scope.json"
+WRAPPED_BITCOIN = "ST3AXH4EBHD63FCFPTZ8GR29TNTVWDYPGY0KDY5E5.Wrapped-Bitcoin"
 if CHROMIUM is None and os.environ.get("CI"):
     raise RuntimeError("CI must run the browser test: install Debian's chromium (.ci/run does)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium on PATH")
@@ -232,6 +233,8 @@ async def test_opens_on_the_stored_events_then_goes_live_with_nothing_missed_or_
     assert cursors == [str(r["last_cursor"]) for r in stored]
     rolled_back = await shown_ids(page, "#events tbody tr.rolled-back")
     assert rolled_back == [r["id"] for r in stored if not r["canonical"]] and len(rolled_back) == 2
+    # A rollback message carries no time or value: the rows keep what the page showed.
+    assert await page.locator("#events tbody tr.rolled-back time").count() == 2
     assert await shown_counts(page) == await stored_counts(db)
     # The chart counts what is new since the opening page: the returned block and the new one.
     assert await chart_total(page) == 5 + 4
@@ -270,6 +273,38 @@ async def test_counters_count_events_and_start_again_with_each_subscription(
     await caught_up(page, db, "nft_mint_event")
     assert await shown_counts(page) == {"nft_mint_event": [1, 1]}
     assert await chart_total(page) == 0
+
+
+async def test_long_contract_ids_whole_and_block_times_in_the_readers_locale(
+        new_page: NewPage, server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    block = load_fixture("v1-stacks-testnet-block-107605-apply-element.json")
+    await post_webhook(http, url_of(server), {"apply": [block], "rollback": [], "chainhook": {"uuid": "dashboard"}})
+    await post_webhook(http, url_of(server), load_fixture(NFT))
+    page = await new_page(locale="de-DE", timezone_id="Europe/Berlin")
+    await open_dashboard(page, server)
+
+    wrapped = page.locator(f'#events td.contract[title="{WRAPPED_BITCOIN}"]')
+    assert await wrapped.count() == 4
+    for index in range(4):
+        contract = wrapped.nth(index)
+        assert await contract.inner_text() == WRAPPED_BITCOIN
+        assert await contract.evaluate("td => td.scrollWidth <= td.clientWidth")  # not clipped either
+
+    # The block's time, in the reader's locale and time zone, the ISO value on hover.
+    times = await db.fetch("SELECT id, timestamp FROM chainhook_events")
+    expected = {"2023-06-07T16:26:16+00:00": "7.6.2023, 18:26:16", "2024-11-02T12:36:43+00:00": "2.11.2024, 13:36:43"}
+    for row in times:
+        time = page.locator(f'#events tr[data-id="{row["id"]}"] time')
+        iso = row["timestamp"].isoformat()
+        assert await time.get_attribute("datetime") == iso
+        assert await time.get_attribute("title") == iso
+        assert await time.inner_text() == expected[iso]
+
+    # The history panel shows both the same way.
+    await page.locator("#history-form").get_by_role("button", name="Load").click()
+    await page.wait_for_function("(n) => document.querySelectorAll('#history tbody tr').length === n", arg=len(times))
+    assert await page.locator(f'#history td.contract[title="{WRAPPED_BITCOIN}"]').first.inner_text() == WRAPPED_BITCOIN
+    assert set(await page.locator("#history time").all_inner_texts()) == set(expected.values())
 
 
 async def test_favicon(server: TestServer, http: aiohttp.ClientSession) -> None:

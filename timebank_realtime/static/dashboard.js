@@ -50,6 +50,27 @@ function cell(row, text, { mono = false, title } = {}) {
   return td;
 }
 
+// A contract id whole: it may wrap after its dot (<wbr> adds nothing to the copied text).
+function contractCell(row, contractId = "") {
+  const td = row.insertCell();
+  td.className = "mono contract";
+  td.title = contractId;
+  const dot = contractId.indexOf(".");
+  if (dot < 0) td.textContent = contractId;
+  else td.append(contractId.slice(0, dot + 1), document.createElement("wbr"), contractId.slice(dot + 1));
+}
+
+// The block's time in the reader's locale and time zone; the ISO value on hover.
+function timeCell(row, iso) {
+  const td = row.insertCell();
+  if (!iso) return; // a rollback message does not carry it
+  const time = document.createElement("time");
+  time.dateTime = iso;
+  time.title = iso;
+  time.textContent = new Date(iso).toLocaleString();
+  td.append(time);
+}
+
 function valueCell(row, value) {
   const td = row.insertCell();
   if (value === undefined || value === null) return;
@@ -68,10 +89,11 @@ function eventRow(tbody, change, { prepend }) {
   row.dataset.eventType = change.event_type ?? "";
   cell(row, String(change.cursor));
   cell(row, change.event_type ?? "");
-  cell(row, short(change.contract_id, 14), { mono: true, title: change.contract_id });
+  contractCell(row, change.contract_id);
   cell(row, (change.affected_addresses ?? []).map((a) => short(a, 6)).join(", "), { mono: true,
     title: (change.affected_addresses ?? []).join("\n") });
   cell(row, String(change.block_height));
+  timeCell(row, change.timestamp);
   cell(row, short(change.tx_hash, 8), { mono: true, title: change.tx_hash });
   valueCell(row, change.event_data?.value);
   if (change.canonical === false) row.classList.add("rolled-back");
