@@ -40,6 +40,12 @@ async def dashboard(_request: web.Request) -> web.StreamResponse:
     return _file(STATIC / "index.html")
 
 
+async def favicon(_request: web.Request) -> web.StreamResponse:
+    # Tools and bookmarks ask for /favicon.ico whatever the page links: the same SVG, rather than a 404
+    # (one that cannot show an SVG there shows no icon, as it would for the 404).
+    return _file(STATIC / "favicon.svg", **{"Content-Type": "image/svg+xml"})
+
+
 async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 

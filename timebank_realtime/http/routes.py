@@ -22,4 +22,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", ops.metrics)
     app.router.add_get("/client/timebank-realtime.js", ops.browser_client)
     app.router.add_get("/", ops.dashboard)
+    app.router.add_get("/favicon.ico", ops.favicon)
     app.router.add_get("/static/{path:.+}", ops.static_file)
