@@ -22,6 +22,7 @@ from .payloads import synthetic_payload
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
+ARKADIKO = "v1-stacks-print-event-arkadiko-mainnet-2023.json"
 TRANSFERS = "v1-stacks-nakamoto-testnet-stx-transfer-block-height-scope.json"
 WRAPPED_BITCOIN = "ST3AXH4EBHD63FCFPTZ8GR29TNTVWDYPGY0KDY5E5.Wrapped-Bitcoin"
 if CHROMIUM is None and os.environ.get("CI"):
@@ -305,6 +306,34 @@ async def test_long_contract_ids_whole_and_block_times_in_the_readers_locale(
     await page.wait_for_function("(n) => document.querySelectorAll('#history tbody tr').length === n", arg=len(times))
     assert await page.locator(f'#history td.contract[title="{WRAPPED_BITCOIN}"]').first.inner_text() == WRAPPED_BITCOIN
     assert set(await page.locator("#history time").all_inner_texts()) == set(expected.values())
+
+
+async def test_each_networks_tip_and_a_network_selector_for_live_and_history(
+        page: Any, server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    await open_dashboard(page, server)
+    await post_webhook(http, url_of(server), load_fixture(ARKADIKO))  # mainnet, block 34307
+    await post_webhook(http, url_of(server), load_fixture(NFT))       # testnet, block 112195
+    await caught_up(page, db)
+    await page.reload()  # the tips a page opens on come from /api/status
+    await open_dashboard(page, server)
+    await page.wait_for_function("document.querySelector('#tip').textContent.includes('testnet 112195')")
+    assert re.fullmatch(r"mainnet 34307 \(.+\) · testnet 112195 \(.+\)", await page.locator("#tip").inner_text())
+
+    newest_first = "SELECT id FROM chainhook_events WHERE network = $1 ORDER BY last_cursor DESC"
+    by_network = {n: [r[0] for r in await db.fetch(newest_first, n)] for n in ("mainnet", "testnet")}
+    await page.locator("#subscribe-form").get_by_label("Network").select_option("mainnet")
+    await page.get_by_role("button", name="Subscribe").click()
+    await page.wait_for_function("document.querySelector('#subscription').textContent.includes('mainnet')")
+    await page.wait_for_function("(n) => document.querySelectorAll('#events tbody tr').length === n",
+                                 arg=len(by_network["mainnet"]))
+    assert sorted(await shown_ids(page, "#events tbody tr")) == sorted(by_network["mainnet"])
+
+    history = page.locator("#history-form")
+    await history.get_by_label("Network").select_option("testnet")
+    await history.get_by_role("button", name="Load").click()
+    await page.wait_for_function("(n) => document.querySelectorAll('#history tbody tr').length === n",
+                                 arg=len(by_network["testnet"]))
+    assert await shown_ids(page, "#history tbody tr") == by_network["testnet"]
 
 
 async def test_favicon(server: TestServer, http: aiohttp.ClientSession) -> None:

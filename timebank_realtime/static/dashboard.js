@@ -8,7 +8,7 @@ const COLORS = ["#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e"
 // The filter fields of both forms, named as the subscribe message and /api/events name them: a control
 // (input or select) of either form named like one of these is sent. A new filter, such as a network
 // select, is its name here and a control of that name in each form.
-const FILTER_FIELDS = ["contract", "address", "event_type", "tx_hash"];
+const FILTER_FIELDS = ["contract", "address", "event_type", "tx_hash", "network"];
 const OPENING_PAGE = 50; // events a subscription without `since` opens on
 const MAX_ROWS = 500; // rows the live table keeps
 // Events a view remembers, to tell a new event from a change of one it has counted. Past this the
@@ -36,8 +36,16 @@ function newView() {
 
 const short = (text, keep = 10) => (text && text.length > keep * 2 + 1 ? `${text.slice(0, keep)}…${text.slice(-keep)}` : text || "");
 
-function showTip(tip) {
-  $("#tip").textContent = tip?.block_height == null ? "–" : `${tip.block_height} (${short(tip.block_hash, 6)})`;
+// Each network's highest block ({"mainnet": {"block_height", "block_hash"}, …}): networks never mix.
+function showTips(tips) {
+  const networks = Object.keys(tips ?? {}).sort();
+  $("#tip").textContent = networks.length === 0 ? "–"
+    : networks.map((n) => `${n} ${tips[n].block_height} (${short(tips[n].block_hash, 6)})`).join(" · ");
+  $("#tip").title = networks.map((n) => `${n}: ${tips[n].block_height} ${tips[n].block_hash}`).join("\n");
+  for (const select of document.querySelectorAll('select[name="network"]')) {
+    const known = new Set([...select.options].map((o) => o.value));
+    for (const n of networks) if (!known.has(n)) select.add(new Option(n, n));
+  }
 }
 
 function setState(state) { const el = $("#state"); el.textContent = state; el.dataset.state = state; }
@@ -285,7 +293,7 @@ function connect(token) {
   client = createTimebankClient({
     io, url: location.origin, token: token || undefined, transports: ["websocket", "polling"],
     storage: { getItem: (k) => memory.get(k) ?? null, setItem: (k, v) => memory.set(k, v) },
-    onHeartbeat: (beat) => showTip(beat.tip),
+    onHeartbeat: (beat) => showTips(beat.tips),
     onError: (error) => { $("#subscription").textContent = String(error.message ?? error); },
   });
   client.socket.on("connect", () => setState("connected"));
@@ -323,7 +331,7 @@ async function start() {
   for (const select of document.querySelectorAll('select[name="event_type"]')) {
     for (const type of eventTypes) select.add(new Option(type, type));
   }
-  fetch("/api/status").then((r) => r.json()).then((status) => showTip(status.chain_tip)).catch(() => {});
+  fetch("/api/status").then((r) => r.json()).then((status) => showTips(status.chain_tips)).catch(() => {});
   connect("");
   client.socket.once("connect", () => subscribe({}, undefined));
   $("#subscribe-form").addEventListener("submit", async (event) => {
