@@ -24,12 +24,9 @@ CREATE INDEX chainhook_events_asset_cursor_idx ON chainhook_events (asset_identi
 -- The tip of each network: its highest canonical block.
 CREATE INDEX chainhook_events_network_height_idx ON chainhook_events (network, block_height) WHERE canonical;
 
--- The network each Chainhook delivers for (its latest delivery's), for the per-network status.
+-- The network each Chainhook delivers for (its latest delivery's), for the per-network status. Rows
+-- stored before this migration do not say which Chainhook delivered them: 'unknown' until the next.
 ALTER TABLE chainhook_deliveries ADD COLUMN network TEXT NOT NULL DEFAULT 'unknown';
-UPDATE chainhook_deliveries AS d SET network = e.network
-FROM (SELECT DISTINCT ON (chainhook_uuid) chainhook_uuid, network FROM chainhook_events
-      WHERE chainhook_uuid <> '' ORDER BY chainhook_uuid, id DESC) AS e
-WHERE e.chainhook_uuid = d.chainhook_uuid;
 
 -- The analyst views gain the columns (appended: CREATE OR REPLACE VIEW keeps the existing ones first).
 CREATE OR REPLACE VIEW canonical_events AS

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,11 @@ from timebank_realtime.chainhook.normalize import parse_delivery
 from timebank_realtime.chainhook.streaming import stream_rows
 from timebank_realtime.client import TimebankClient
 from timebank_realtime.events import DeliveryHeader
+from timebank_realtime.importer import import_files
 from timebank_realtime.keys import HUB
+from timebank_realtime.store.db import create_pool
+from timebank_realtime.store.deliveries import DeliveryWriter
+from timebank_realtime.store.migrate import apply_migrations, load_migrations
 
 from .conftest import Serve, event_cursors, eventually, load_fixture, post_webhook, settle, url_of
 from .payloads import synthetic_payload
@@ -201,3 +206,43 @@ async def test_the_python_client_hands_blocks_to_their_subscription(
         "WHERE b.network = 'testnet' ORDER BY 1")]
     assert got["blocks"] == [("block", c) for c in blocks] and len(blocks) == 3
     assert [c for _, c in got["events"]] == events
+
+
+async def test_the_migration_knows_the_blocks_of_the_rows_stored_before_it(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS blocks_backfill CASCADE; CREATE SCHEMA blocks_backfill;"
+                           "SET search_path TO blocks_backfill")
+        migrations = load_migrations()
+        await apply_migrations(conn, [m for m in migrations if m.version < 5])
+        rows = [("0xa1", "0xb1", -1, True), ("0xa1", "0xb1", 0, True), ("0xa1", "0xb1", 1, True),
+                ("0xa2", "0xb1", 2, True), ("0xa3", "0xb2", 0, False)]
+        for tx_hash, block_hash, event_index, canonical in rows:
+            await conn.execute(
+                "INSERT INTO chainhook_events (tx_hash, block_height, block_hash, tx_index, event_index, contract_id, "
+                "event_type, event_data, affected_addresses, success, timestamp, source_format, canonical, network) "
+                "VALUES ($1, 7, $2, 0, $3, '', 'print_event', '{}', '{}', true, now(), 'v1', $4, 'testnet')",
+                tx_hash, block_hash, event_index, canonical)
+        await apply_migrations(conn, migrations)
+        blocks = await conn.fetch("SELECT block_hash, network, transactions, events, canonical, last_cursor "
+                                  "FROM chainhook_blocks ORDER BY block_hash")
+        assert [tuple(b) for b in blocks] == [("0xb1", "testnet", 2, 3, True, 0), ("0xb2", "testnet", 1, 1, False, 0)]
+        assert await conn.fetchval("SELECT count(*) FROM chainhook_changes") == 0  # nothing to push
+    finally:
+        await conn.execute("DROP SCHEMA IF EXISTS blocks_backfill CASCADE")
+        await conn.close()
+
+
+async def test_an_import_batch_logs_the_blocks_of_each_of_its_deliveries(
+        tmp_path: Path, database_url: str, db: asyncpg.Connection) -> None:
+    path = tmp_path / "blocks.ndjson"
+    path.write_text("".join(json.dumps(synthetic_payload(9100 + n, 3)) + "\n" for n in range(4)))
+    pool = await create_pool(database_url, min_size=1, max_size=1, connect_timeout=2, retry_seconds=2)
+    try:
+        await import_files(DeliveryWriter(pool), [path], batch_events=1000, abort_on_error=True,
+                           report=lambda _progress: None, skipped=lambda _line: None)
+    finally:
+        await pool.close()
+    heights = [r[0] for r in await db.fetch('SELECT b.block_height FROM chainhook_changes c '
+                                            'JOIN chainhook_blocks b ON b.id = c.block_id ORDER BY c."cursor"')]
+    assert heights == [9100, 9101, 9102, 9103]

@@ -71,6 +71,25 @@ async def test_token_scope_limits_subscriptions(serve: Serve, listener: OpenList
         assert ack["error"]["code"] == "forbidden", outside
 
 
+@pytest.mark.parametrize("scope,allowed,refused", [
+    ({"topic": "blocks", "network": ["testnet"]}, [{"topic": "blocks", "network": "testnet"}],
+     [{"network": "testnet"}, {}, {"topic": "blocks"}, {"topic": "blocks", "network": "mainnet"}]),
+    ({"topic": "blocks"}, [{"topic": "blocks"}, {"topic": "blocks", "network": "mainnet"}],
+     [{}, {"network": "mainnet"}]),
+    ({"network": ["testnet"]}, [{"network": "testnet"}, {"topic": "blocks", "network": "testnet"}],
+     [{}, {"topic": "blocks"}]),
+])
+async def test_a_scope_that_names_a_topic_holds_its_tokens_to_it(
+        serve: Serve, listener: OpenListener, scope: dict[str, Any], allowed: list[dict[str, Any]],
+        refused: list[dict[str, Any]]) -> None:
+    server = await serve(socket_auth_secret=SECRET)
+    client = await listener(url_of(server), auth={"token": mint({"scope": scope})})
+    for subscription in allowed:
+        assert (await client.subscribe(subscription))["ok"], subscription
+    for subscription in refused:
+        assert (await client.subscribe(subscription))["error"]["code"] == "forbidden", subscription
+
+
 async def test_sockets_are_disconnected_when_their_token_expires(serve: Serve, listener: OpenListener) -> None:
     server = await serve(socket_auth_secret=SECRET)
     client = await listener(url_of(server), auth={"token": mint({"exp": int(time.time()) + 2})})

@@ -294,3 +294,21 @@ def test_tail_refuses_a_bad_network_or_asset_in_one_line(option: str, value: str
     assert result.returncode == 2
     assert result.stderr.startswith("timebank-realtime tail: invalid filter: ")
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_the_stream_reads_the_sender_the_whole_parse_reads(v2: bool) -> None:
+    """Keys the models ignore (a 2.0 ``sender``, a v1 ``sender_address``) name no network, and of
+    any type they cost no 500."""
+    payload = v2_from_v1(load_fixture(NFT_FIXTURE), network="") if v2 else load_fixture(NFT_FIXTURE)
+    for tx in (payload["event"]["apply"] if v2 else payload["apply"])[0]["transactions"]:
+        tx["metadata"]["sender" if v2 else "sender_address"] = "SP2C2YFP12AJZB4MABJBAJ55XECVS7E4PMMZ89YZR"
+    for odd in (5, ["x"], "SP2C2YFP12AJZB4MABJBAJ55XECVS7E4PMMZ89YZR"):
+        if not v2:
+            payload["apply"][0]["transactions"][0]["metadata"]["sender_address"] = odd
+        else:
+            payload["event"]["apply"][0]["transactions"][0]["metadata"]["sender"] = odd
+        body = body_of(payload)
+        whole = parse_delivery(body)
+        header = streamed(body, {})
+        assert header is not None and header.network == whole.network == "testnet"

@@ -20,7 +20,7 @@ from .chainhook.networks import NO_OVERRIDES
 from .chainhook.normalize import parse_delivery
 from .chainhook.rows import tip_height
 from .errors import PayloadError
-from .events import Delivery
+from .events import BlockSummary, Delivery
 from .store.deliveries import DeliveryWriter
 
 
@@ -75,13 +75,18 @@ def _source(delivery: Delivery) -> tuple[str, str, str]:
 
 
 def merge(batch: list[Delivery]) -> Delivery:
-    """Rollback-free deliveries in order are one delivery with their events concatenated."""
+    """Rollback-free deliveries in order are one delivery with their events concatenated, and their
+    blocks (each hash once, the first summary of it: what storing them one by one keeps)."""
     first = batch[0]
+    blocks: dict[str, BlockSummary] = {}
+    for delivery in batch:
+        for block in delivery.blocks:
+            blocks.setdefault(block.block_hash, block)
     return Delivery(format=first.format, chainhook_uuid=first.chainhook_uuid, network=first.network,
-                    rollback_block_hashes=(),
-                    events=tuple(e for d in batch for e in d.events), apply_blocks=sum(d.apply_blocks for d in batch),
+                    rollback_block_hashes=(), events=tuple(e for d in batch for e in d.events),
+                    apply_blocks=sum(d.apply_blocks for d in batch),
                     skipped_events=sum(d.skipped_events for d in batch),
-                    tip_height=tip_height(d.tip_height for d in batch))
+                    tip_height=tip_height(d.tip_height for d in batch), blocks=tuple(blocks.values()))
 
 
 async def import_files(writer: DeliveryWriter, paths: list[Path], *, batch_events: int, abort_on_error: bool,

@@ -158,8 +158,8 @@ def _rows_of(events: Iterator[tuple[str, str, Any]], delivery: DeliveryHeader,
             transaction.event(event, value)
             if level < tx_level:
                 assert block is not None and delivery.format is not None
-                rows = _transaction_rows(delivery, block, block_number, tx_number, transaction.value)
-                source.note_transaction(delivery, transaction.value, skeleton.value)
+                rows, sender = _transaction_rows(delivery, block, block_number, tx_number, transaction.value)
+                source.note_transaction(delivery, sender, skeleton.value)
                 tally.transactions[block_number] += 1
                 yield from rows
                 transaction, tx_number = None, tx_number + 1
@@ -230,10 +230,11 @@ class _SourceGuess:
         self._overrides = overrides
         self._derived: str | None = None
 
-    def note_transaction(self, delivery: DeliveryHeader, transaction: Any, document: Any) -> None:
-        if self._derived is None:  # validated by now: a dict with a string sender
-            metadata = transaction["metadata"]
-            self._derived = network_of_principal(metadata.get("sender") or metadata.get("sender_address") or "")
+    def note_transaction(self, delivery: DeliveryHeader, sender: str, document: Any) -> None:
+        """``sender``: the validated transaction's (as the whole parse reads it: v1 ``sender``, 2.0
+        ``sender_address``)."""
+        if self._derived is None:
+            self._derived = network_of_principal(sender)
         if not delivery.network:
             delivery.chainhook_uuid = _known(document, "chainhook", "uuid") or self._uuid_hint
             delivery.network = resolve_network(
@@ -299,16 +300,19 @@ def _block(fmt: Format, document: Any, block_number: int) -> V1Block | V2Block:
 
 
 def _transaction_rows(delivery: DeliveryHeader, block: V1Block | V2Block, block_number: int, tx_number: int,
-                      document: Any) -> list[EventRow]:
+                      document: Any) -> tuple[list[EventRow], str]:
+    """The transaction's rows, and its sender."""
     if delivery.format == "v1":
         path = f"$.apply[{block_number}].transactions[{tx_number}]"
         assert isinstance(block, V1Block)
-        rows, skipped = v1.transaction_rows(block, _validated(_V1_TRANSACTION, document, path), tx_number, path)
+        v1_tx: V1Transaction = _validated(_V1_TRANSACTION, document, path)
+        rows, skipped = v1.transaction_rows(block, v1_tx, tx_number, path)
         delivery.skipped_events += skipped
-        return rows
+        return rows, v1_tx.metadata.sender
     assert isinstance(block, V2Block)
     path = f"$.event.apply[{block_number}].transactions[{tx_number}]"
-    return v2.transaction_rows(block, _validated(_V2_TRANSACTION, document, path))
+    v2_tx: V2Transaction = _validated(_V2_TRANSACTION, document, path)
+    return v2.transaction_rows(block, v2_tx), v2_tx.metadata.sender_address
 
 
 def _validated(adapter: TypeAdapter[Any], document: Any, path: str) -> Any:

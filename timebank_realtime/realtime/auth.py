@@ -27,10 +27,13 @@ class Grant:
     subject: str | None
     expires_at: float
     scope: Filter | None
+    scope_topic: str | None = None  # when the scope names one: the only topic the token may follow
 
     def permits(self, requested: Filter) -> bool:
         if self.scope is None:
             return True
+        if self.scope_topic is not None and requested.topic != self.scope_topic:
+            return False
         for name in FIELDS:
             allowed = self.scope.values(name)
             if allowed and not (requested.values(name) and requested.values(name) <= allowed):
@@ -47,7 +50,9 @@ def verify_token(token: Any, secret: str) -> Grant:
         raise AuthError("token_expired", "the token has expired; fetch a new one") from None
     except jwt.InvalidTokenError as error:
         raise AuthError("token_invalid", f"the token was refused: {error}") from None
-    return Grant(subject=claims.get("sub"), expires_at=_expiry(claims["exp"]), scope=_scope(claims.get("scope")))
+    scope = _scope(claims.get("scope"))
+    return Grant(subject=claims.get("sub"), expires_at=_expiry(claims["exp"]), scope=scope,
+                 scope_topic=scope.topic if scope is not None and "topic" in claims["scope"] else None)
 
 
 # 9999-12-31T23:59:59Z. PyJWT checks that exp is an integer in the future, no more: 10**400 passes

@@ -32,7 +32,8 @@ _CHANGES_SQL = f"""
 SELECT c."cursor", c.change, c.committed_at, {_change_column_list()}
 FROM chainhook_changes c
 LEFT JOIN chainhook_events e ON e.id = c.event_id
-LEFT JOIN chainhook_blocks b ON b.id = c.block_id
+-- A lookup per block change: a plain join lets the planner hash the whole blocks table for a large read.
+LEFT JOIN LATERAL (SELECT * FROM chainhook_blocks WHERE id = c.block_id) AS b ON TRUE
 WHERE {{where}} ORDER BY c."cursor" LIMIT $2
 """
 
