@@ -91,6 +91,17 @@ def validate_contract_id(contract_id: str) -> str:
     return contract_id
 
 
+def validate_asset_identifier(asset_identifier: str) -> str:
+    """``SP….contract::asset-name``: a contract and one of its fungible or non-fungible assets."""
+    contract_id, colons, name = asset_identifier.partition("::")
+    if not colons:
+        raise InvalidPrincipal(f"{asset_identifier!r} is not of the form ADDRESS.contract-name::asset-name")
+    validate_contract_id(contract_id)
+    if not is_contract_name(name):
+        raise InvalidPrincipal(f"{name!r} is not a valid asset name")
+    return asset_identifier
+
+
 def validate_principal(principal: str) -> str:
     """Accept a standard principal (``SP…``) or a contract principal (``SP….name``)."""
     if "." in principal:

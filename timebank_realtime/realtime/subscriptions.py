@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..chainhook.models import MAX_NETWORK_CHARS
-from ..chainhook.principals import InvalidPrincipal, is_contract_name, validate_contract_id, validate_principal
+from ..chainhook.principals import (
+    InvalidPrincipal,
+    validate_asset_identifier,
+    validate_contract_id,
+    validate_principal,
+)
 from ..errors import CodedError
 from ..events import EVENT_TYPES
 from ..events import FILTER_FIELDS as FIELDS
@@ -99,7 +104,7 @@ def validate_value(name: str, value: str) -> str:
         if name == "address":
             return validate_principal(value)
         if name == "asset":
-            return _validate_asset(value)
+            return validate_asset_identifier(value)
     except InvalidPrincipal as error:
         raise FilterError(f"invalid_{name}", str(error)) from None
     if name == "network":
@@ -117,17 +122,6 @@ def validate_value(name: str, value: str) -> str:
     if not _TX_HASH.fullmatch(normalized):
         raise FilterError("invalid_tx_hash", f"{value!r} is not a 0x-prefixed 32-byte hex transaction hash")
     return normalized
-
-
-def _validate_asset(value: str) -> str:
-    """``SP….contract::asset-name``: a contract and one of its fungible or non-fungible assets."""
-    contract, colons, asset_name = value.partition("::")
-    if not colons:
-        raise InvalidPrincipal(f"{value!r} is not of the form ADDRESS.contract-name::asset-name")
-    validate_contract_id(contract)
-    if not is_contract_name(asset_name):
-        raise InvalidPrincipal(f"{asset_name!r} is not a valid asset name")
-    return value
 
 
 def _fields_of(raw: Mapping[str, Any]) -> dict[str, Any]:
