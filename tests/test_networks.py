@@ -215,6 +215,15 @@ async def test_sockets_get_their_network_and_asset_live_and_replayed(
         "SELECT last_cursor FROM chainhook_events WHERE network = 'testnet' ORDER BY last_cursor")]
     assert replayed.cursors == expected and len(expected) == 5
     assert {message["network"] for message in replayed.events()} == {"testnet"}
+    by_asset = await listener(url_of(server))
+    assert (await by_asset.subscribe({"asset": [MONSTERS_NFT, USDA], "since": 0}))["ok"]
+    await eventually(lambda: len(by_asset.markers("eose")) == 1)
+    assets = await db.fetch('SELECT c."cursor", e.asset_identifier FROM chainhook_changes c '
+                            "JOIN chainhook_events e ON e.id = c.event_id "
+                            "WHERE e.asset_identifier = ANY($1) ORDER BY 1", [MONSTERS_NFT, USDA])
+    assert [(c, m["asset_identifier"]) for c, (_, m) in zip(by_asset.cursors, by_asset.received, strict=True)] == \
+        [tuple(r) for r in assets]
+    assert {r["asset_identifier"] for r in assets} == {MONSTERS_NFT, USDA}  # the USDA mint, its rollback too
 
 
 @pytest.mark.parametrize("subscription,code", [
