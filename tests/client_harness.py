@@ -4,11 +4,12 @@ virtualenv) posts deliveries and forces what a client must survive: the server d
 and a resync of every socket. It is test code: the application has no such routes.
 
 Control routes (JSON in, JSON out):
-- ``POST /deliver`` ``{"kind": "synthetic", "height": h, "events": n, "rollback": false, "success": true}``
-  posts one block of ``n`` print events of the monsters contract (its transaction ``tx_hash`` is in the
-  answer; ``rollback: true`` posts the same block as a rollback), ``{"kind": "nft", "number": k}`` the
-  real NFT-mint fixture moved to block 300000+k, ``{"kind": "fixture", "name": "v1-….json"}`` a shared
-  fixture, ``{"kind": "payload", "payload": {...}}`` any body. Answer: ``{"status", "body", "tx_hash"}``.
+- ``POST /deliver``: ``{"kind": "synthetic", "height": h, "events": n, "rollback": false, "success": true,
+  "contract": c}`` posts one block of ``n`` print events of ``c`` (default: the monsters contract) in one
+  transaction, whose ``tx_hash`` is in the answer (``rollback: true`` posts the same block as a rollback);
+  ``{"kind": "nft", "number": k}`` the real NFT-mint fixture moved to block 300000+k;
+  ``{"kind": "fixture", "name": "v1-….json"}`` a shared fixture; ``{"kind": "payload", "payload": {...}}``
+  any body. Answer: ``{"status", "body", "tx_hash"}``.
 - ``POST /disconnect``: the server drops every socket (``{"dropped": n}``).
 - ``POST /resync``: every socket is resynced as a slow consumer would be (``{"resynced": n}``).
 - ``GET /head``: ``{"cursor": <the newest change's cursor>}``.
@@ -30,6 +31,7 @@ from timebank_realtime.keys import HUB
 from timebank_realtime.realtime.hub import RealtimeHub
 
 from .conftest import WEBHOOK, Serve, load_fixture, url_of
+from .expected import MONSTERS
 from .payloads import nft_block, synthetic_block
 
 
@@ -51,7 +53,8 @@ class Harness:
 def delivery_body(request: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     kind = request.get("kind")
     if kind == "synthetic":
-        block = synthetic_block(int(request["height"]), int(request.get("events", 1)))
+        block = synthetic_block(int(request["height"]), int(request.get("events", 1)),
+                                contract=str(request.get("contract", MONSTERS)))
         transaction = block["transactions"][0]
         transaction["metadata"]["success"] = bool(request.get("success", True))
         rolled_back = bool(request.get("rollback", False))
