@@ -1,0 +1,95 @@
+// Optimistic updates on top of watchTransaction: a value shown under a key while its transaction is
+// pending, dropped when the transaction settles, with a callback saying which way.
+
+import type { TimebankClient } from "./client.js";
+import type { ChainhookEvent } from "./messages.js";
+import type { TransactionStatus } from "./transactions.js";
+import type { TransactionWatch } from "./watch.js";
+
+export type RevertReason = "send_failed" | "failed" | "rolled_back";
+
+export interface OptimisticManager<T> {
+  /** Holds `optimisticValue` under `key`, calls `send` (which broadcasts and answers the tx hash), then
+   * watches the transaction until it settles: onConfirmed(events) when its events are canonical,
+   * onReverted(reason) when send throws, the transaction failed, or it was rolled back. Answers the
+   * settled status ("failed" when send threw). */
+  executeWithOptimistic(key: string, optimisticValue: T, send: () => Promise<string>,
+                        onConfirmed?: (events: ChainhookEvent[]) => void,
+                        onReverted?: (reason: RevertReason, error?: unknown) => void): Promise<TransactionStatus>;
+  get(key: string): T | undefined;
+  pending(): ReadonlyMap<string, T>;
+  onChange(listener: () => void): () => void;
+}
+
+/** The first status other than pending, read once the transaction's stored history is in (so that an
+ * apply and its rollback, both stored before the watch began, settle as rolled_back). */
+export function settled(watch: TransactionWatch): Promise<TransactionStatus> {
+  return new Promise((resolve, reject) => {
+    let historyRead = false;
+    const settle = () => {
+      if (historyRead && watch.status !== "pending") {
+        stop();
+        resolve(watch.status);
+      }
+    };
+    const stop = watch.onChange(settle);
+    watch.ready.then(() => {
+      historyRead = true;
+      settle();
+    }, (error: unknown) => {
+      stop();
+      reject(error);
+    });
+  });
+}
+
+export function createOptimisticManager<T>(client: TimebankClient): OptimisticManager<T> {
+  const values = new Map<string, T>();
+  const listeners = new Set<() => void>();
+  const changed = () => {
+    for (const listener of [...listeners]) listener();
+  };
+  const drop = (key: string, value: T) => {
+    // A newer execute under the same key owns it now.
+    if (values.get(key) === value) {
+      values.delete(key);
+      changed();
+    }
+  };
+
+  return {
+    async executeWithOptimistic(key, optimisticValue, send, onConfirmed, onReverted) {
+      values.set(key, optimisticValue);
+      changed();
+      let txHash: string;
+      try {
+        txHash = await send();
+      } catch (error) {
+        drop(key, optimisticValue);
+        onReverted?.("send_failed", error);
+        return "failed";
+      }
+      const watch = client.watchTransaction(txHash);
+      let status: TransactionStatus;
+      try {
+        status = await settled(watch);
+      } catch (error) {
+        drop(key, optimisticValue);
+        onReverted?.("failed", error);
+        return "failed";
+      } finally {
+        void watch.stop();
+      }
+      drop(key, optimisticValue);
+      if (status === "confirmed") onConfirmed?.(watch.events);
+      else onReverted?.(status === "rolled_back" ? "rolled_back" : "failed");
+      return status;
+    },
+    get: (key) => values.get(key),
+    pending: () => values,
+    onChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+  };
+}
