@@ -49,12 +49,12 @@ async def run(*command: str, cwd: Path, env: dict[str, str] | None = None, withi
     return text
 
 
-async def node_test(harness: Harness, test_file: str, name: str | None = None) -> str:
+async def node_test(harness: Harness | None, test_file: str, name: str | None = None) -> str:
     """Runs one Node test file (or the one test of it named ``name``) against the harness."""
     assert NODE is not None
     pattern = ["--test-name-pattern", f"^{re.escape(name)}$"] if name else []
     output = await run(NODE, "--test", "--test-reporter=tap", *pattern, f"test/{test_file}",
-                       cwd=JS_DIR, env=harness.env())
+                       cwd=JS_DIR, env=harness.env() if harness else None)
     assert "# fail 0" in output, output
     return output
 
@@ -72,6 +72,12 @@ async def test_conformance_file_has_exactly_the_scenario_ids(serve: Serve) -> No
         output = await node_test(harness, "conformance.test.mjs",
                                  "the scenario ids are those of clients/conformance.json")
     assert "# pass 1\n" in output, output
+
+
+async def test_pure_parts() -> None:
+    """The router (client rules), filters, backoff and transaction status, from messages alone."""
+    output = await node_test(None, "pure.test.mjs")
+    assert "# pass 7\n" in output, output
 
 
 async def test_storage_adapters(serve: Serve) -> None:
