@@ -190,11 +190,16 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI"):
     raise RuntimeError("CI must run the browser test: install Debian's chromium (.ci/run does)")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium on PATH")
-SOCKET_IO_BUNDLE = Path(__file__).resolve().parents[1] / "timebank_realtime" / "static" / "vendor" / \
+# The page's own copy of socket.io-client, for when the service's browser client cannot be loaded: the
+# suite's pinned one (tests/js, which make test installs).
+SOCKET_IO_BUNDLE = Path(__file__).resolve().parent / "js" / "node_modules" / "socket.io-client" / "dist" / \
     "socket.io.esm.min.js"
+if not SOCKET_IO_BUNDLE.is_file() and os.environ.get("CI"):
+    raise RuntimeError("CI must run the browser test: run `npm ci` in tests/js (make test does)")
+needs_socket_io = pytest.mark.skipif(not SOCKET_IO_BUNDLE.is_file(), reason="needs `npm ci` in tests/js")
 
-# A page of another site that uses the service as the README shows: its own copy of socket.io-client,
-# the service's browser helper, history and live events. Each step records what it got, or the error
+# A page of another site that uses the service as docs/js-client.md shows: the service's browser client
+# (the npm package's bundle), history and live events. Each step records what it got, or the error
 # the browser gave it, in window.result.
 PAGE = """<!doctype html>
 <meta charset="utf-8">
@@ -208,7 +213,7 @@ const attempt = async (name, work) => {
 };
 const json = async (response) => ({ status: response.status, body: await response.json(),
                                     timing: response.headers.get("Server-Timing") });
-// (a) the helper, as a module script element (always fetched in CORS mode) and as a dynamic import
+// (a) the browser client, as a module script element (always fetched in CORS mode) and as a dynamic import
 await attempt("script", () => new Promise((resolve, reject) => {
   const script = Object.assign(document.createElement("script"),
     { type: "module", crossOrigin: "anonymous", src: helper });
@@ -216,25 +221,24 @@ await attempt("script", () => new Promise((resolve, reject) => {
   script.onerror = () => reject(new Error("the script did not load"));
   document.head.append(script);
 }));
-await attempt("helper", async () => typeof (await import(helper)).createTimebankClient);
+await attempt("helper", async () => typeof (await import(helper)).createClient);
 // (b) the history API: a simple request, one with a header that needs a preflight, an error
 await attempt("events", async () => json(await fetch(`${service}/api/events?limit=10`)));
 await attempt("preflighted", async () =>
   json(await fetch(`${service}/api/status`, { headers: { "X-Request-Id": "page-1" } })));
 await attempt("error", async () => json(await fetch(`${service}/api/events?limit=0`)));
-// (c) live events through the bundled client (or, when it cannot be loaded, socket.io-client alone)
-const { io } = await import("./socket.io.esm.min.js");
+// (c) live events through the browser client (or, when it cannot be loaded, socket.io-client alone)
 if (result.helper) {
   await attempt("subscribed", async () => {
-    const { createTimebankClient } = await import(helper);
+    const { createClient } = await import(helper);
     const onError = (error) => { result.clientError = String(error); };
-    const client = createTimebankClient({ io, url: service, onError });
-    await new Promise((resolve) => client.socket.once("connect", resolve));
+    const client = createClient({ url: service, onError });
     await client.subscribe({}, (kind, change) => result.received.push({ kind, cursor: change.cursor,
                                                                       event_type: change.event_type }));
     return true;
   });
 } else {
+  const { io } = await import("./socket.io.esm.min.js");
   await attempt("socket", () => new Promise((resolve, reject) => {
     const socket = io(service, { transports: ["websocket"], reconnection: false });
     socket.on("connect", () => resolve("connected"));
@@ -284,6 +288,7 @@ async def open_page(browser: Any, page_server: TestServer, service: TestServer) 
 
 
 @needs_chromium
+@needs_socket_io
 async def test_a_page_on_another_origin_loads_the_helper_reads_history_and_gets_live_events(
         aiohttp_server: Any, database_url: str, db: asyncpg.Connection, http: aiohttp.ClientSession,
         browser: Any) -> None:

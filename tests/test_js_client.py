@@ -25,6 +25,9 @@ NODE = shutil.which("node")
 READY = NODE is not None and (JS_DIR / "node_modules" / "socket.io-client").is_dir()
 if not READY and os.environ.get("CI"):
     raise RuntimeError("CI must run the JavaScript client tests: install Node.js and run `npm ci` in tests/js")
+# The served browser client is a browser bundle: it opens websockets with the WebSocket global, which
+# Node 20 has behind this flag.
+BROWSER_GLOBALS = "--experimental-websocket"
 pytestmark = pytest.mark.skipif(not READY, reason="needs node and `npm ci` in tests/js (make test does both)")
 
 
@@ -73,7 +76,7 @@ async def test_official_client_sees_validation_errors(server: TestServer, db: as
     assert lines[0]["message"]["error"]["code"] == "invalid_event_type"
 
 
-async def test_browser_helper_sees_every_change_once_across_server_disconnects(
+async def test_served_browser_client_sees_every_change_once_across_server_disconnects(
         server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection, tmp_path: Path) -> None:
     assert NODE is not None
     async with http.get(url_of(server) + "/client/timebank-realtime.js") as response:
@@ -83,7 +86,8 @@ async def test_browser_helper_sees_every_change_once_across_server_disconnects(
         helper.write_bytes(await response.read())
     await post_webhook(http, url_of(server), nft_block(0))  # history to replay: cursors 1-5
     process = await asyncio.create_subprocess_exec(
-        NODE, str(JS_DIR / "helper-client.mjs"), str(helper), url_of(server), json.dumps({}), "0", "100",
+        NODE, BROWSER_GLOBALS, str(JS_DIR / "helper-client.mjs"), str(helper), url_of(server), json.dumps({}), "0",
+        "100",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=JS_DIR)
     assert process.stdout is not None
     # Keep what comes before "ready" too: the replay can reach the handler before subscribe() returns.
@@ -95,7 +99,7 @@ async def test_browser_helper_sees_every_change_once_across_server_disconnects(
         status, _ = await post_webhook(http, url_of(server), nft_block(number))
         assert status == 200
         if number % 5 == 0:
-            # The server drops the socket (as on a resync or an expired token); the helper must resume.
+            # The server drops the socket (as on a resync or an expired token); the client must resume.
             for sid in list(hub.sessions):
                 await hub.disconnect(sid)
         await asyncio.sleep(0.03)
@@ -105,12 +109,12 @@ async def test_browser_helper_sees_every_change_once_across_server_disconnects(
     changes = [line for line in lines if line["kind"] in ("event", "rollback")]
     events = await event_cursors(db)
     assert [c["cursor"] for c in changes] == events[:100]
-    assert changes[-1]["stored"] == str(events[99])  # the cursor kept in storage follows what was delivered
+    assert lines[-1] == {"kind": "stored", "cursor": str(events[99])}  # storage follows what was delivered
     assert sum(1 for line in lines if line["kind"] == "connected") >= 3  # it came back after disconnects
 
 
-async def served_helper(http: aiohttp.ClientSession, url: str, tmp_path: Path) -> Path:
-    """The browser helper as the server serves it, saved where Node can import it."""
+async def served_browser_client(http: aiohttp.ClientSession, url: str, tmp_path: Path) -> Path:
+    """The browser client (the bundle of clients/js) as the server serves it, saved where Node can import it."""
     async with http.get(url + "/client/timebank-realtime.js") as response:
         helper = tmp_path / "timebank-realtime.mjs"
         helper.write_bytes(await response.read())
@@ -123,18 +127,19 @@ async def monsters_cursors(db: asyncpg.Connection) -> list[int]:
     return [r["cursor"] for r in rows]
 
 
-async def test_browser_helper_routes_messages_for_several_subscriptions(
+async def test_served_browser_client_routes_messages_for_several_subscriptions(
         serve: Any, http: aiohttp.ClientSession, db: asyncpg.Connection, tmp_path: Path) -> None:
     """Two overlapping replays on one socket share their messages (``subscriptions`` names both)."""
     assert NODE is not None
     server = await serve(replay_batch_size=10)
-    helper = await served_helper(http, url_of(server), tmp_path)
+    helper = await served_browser_client(http, url_of(server), tmp_path)
     for number in range(20):
         await post_webhook(http, url_of(server), nft_block(number))
     events = await event_cursors(db)
     monsters = await monsters_cursors(db)
     process = await asyncio.create_subprocess_exec(
-        NODE, str(JS_DIR / "two-subscriptions.mjs"), str(helper), url_of(server), json.dumps({}),
+        NODE, BROWSER_GLOBALS, str(JS_DIR / "two-subscriptions.mjs"), str(helper), url_of(server),
+        json.dumps({}),
         json.dumps({"contract": MONSTERS}), str(len(events)), str(len(monsters)),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=JS_DIR)
     out, err = await asyncio.wait_for(process.communicate(), 60)
@@ -144,18 +149,19 @@ async def test_browser_helper_routes_messages_for_several_subscriptions(
     assert [line["cursor"] for line in lines if line.get("sub") == "b"] == monsters
 
 
-async def test_browser_helper_asks_again_when_a_resubscription_is_refused_for_now(
+async def test_served_browser_client_asks_again_when_a_resubscription_is_refused_for_now(
         serve: Any, http: aiohttp.ClientSession, db: asyncpg.Connection, tmp_path: Path) -> None:
-    """After a reconnect the helper resubscribes everything at once; over the subscribe rate the
-    server answers rate_limited, and the helper asks again a second later. It once reported the
+    """After a reconnect the client resubscribes everything at once; over the subscribe rate the
+    server answers rate_limited, and the client asks again a second later. It once reported the
     refusal and left that subscription silent for the rest of the connection."""
     assert NODE is not None
     server = await serve(subscribe_rate_per_second=1)
-    helper = await served_helper(http, url_of(server), tmp_path)
+    helper = await served_browser_client(http, url_of(server), tmp_path)
     for number in range(2):
         await post_webhook(http, url_of(server), nft_block(number))
     process = await asyncio.create_subprocess_exec(
-        NODE, str(JS_DIR / "resubscribe.mjs"), str(helper), url_of(server), MONSTERS, "15", "12",
+        NODE, BROWSER_GLOBALS, str(JS_DIR / "resubscribe.mjs"), str(helper), url_of(server), MONSTERS, "15",
+        "12",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=JS_DIR)
     assert process.stdout is not None
     lines: list[dict[str, Any]] = []
@@ -187,16 +193,17 @@ async def test_browser_helper_asks_again_when_a_resubscription_is_refused_for_no
     assert [line["cursor"] for line in lines if line.get("sub") == "contract"] == monsters
 
 
-async def test_browser_helper_routes_by_network_and_asset(server: TestServer, http: aiohttp.ClientSession,
+async def test_served_browser_client_routes_by_network_and_asset(server: TestServer, http: aiohttp.ClientSession,
                                                           db: asyncpg.Connection, tmp_path: Path) -> None:
-    """Live changes come once per socket, untagged, and the helper hands each to the subscriptions it
+    """Live changes come once per socket, untagged, and the client hands each to the subscriptions it
     matches: it must know the network and asset fields, or a network subscription gets everything."""
     assert NODE is not None
-    helper = await served_helper(http, url_of(server), tmp_path)
+    helper = await served_browser_client(http, url_of(server), tmp_path)
     mainnet = {"network": "mainnet"}
     nft = {"network": "TestNet", "asset": f"{MONSTERS}::nft-monsters"}
     process = await asyncio.create_subprocess_exec(
-        NODE, str(JS_DIR / "two-subscriptions.mjs"), str(helper), url_of(server), json.dumps(mainnet),
+        NODE, BROWSER_GLOBALS, str(JS_DIR / "two-subscriptions.mjs"), str(helper), url_of(server),
+        json.dumps(mainnet),
         json.dumps(nft), "6", "1", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=JS_DIR)
     await eventually(lambda: server.app[HUB].registry.subscription_count == 2, within=20)
     await post_webhook(http, url_of(server), load_fixture("v1-stacks-print-event-arkadiko-mainnet-2023.json"))

@@ -1,9 +1,9 @@
-// What the helper-driving scripts share: an in-memory storage for the helper's cursors, one JSON line
+// What the scripts driving the served browser client share: an in-memory cursor storage, one JSON line
 // per thing worth telling the test, and handlers that count changes per subscription and exit 0 once
 // every count is reached (2 with the counts so far if they are not within the time limit).
 export const memoryStorage = () => {
   const values = new Map();
-  return { getItem: (k) => (values.has(k) ? values.get(k) : null), setItem: (k, v) => values.set(k, v) };
+  return { get: (k) => (values.has(k) ? values.get(k) : null), set: (k, v) => { values.set(k, v); }, values };
 };
 
 export const print = (line) => console.log(JSON.stringify(line));

@@ -1,5 +1,5 @@
 """CORS on the paths a page on another origin uses: the history API (``/api/*``, the webhook under
-``/api/webhooks/`` excepted) and the browser helper (``/client/*``). Nothing else gets CORS headers:
+``/api/webhooks/`` excepted) and the browser client (``/client/*``). Nothing else gets CORS headers:
 not the webhook, ``/metrics``, the health checks, nor the dashboard's own pages (``/``, ``/static/*``).
 Socket.IO (``/socket.io/``) answers CORS itself, from the same setting.
 

@@ -1,5 +1,5 @@
 """Operations endpoints (liveness, readiness, Prometheus metrics, the OpenAPI document) and the files
-the service serves (the dashboard, the browser helper). docs/deployment.md says what each answers."""
+the service serves (the dashboard, the browser client). docs/deployment.md says what each answers."""
 
 from __future__ import annotations
 

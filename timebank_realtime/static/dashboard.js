@@ -1,6 +1,6 @@
-// The dashboard: live events through the browser helper, counters, a per-minute chart, and history.
-import { io } from "/static/vendor/socket.io.esm.min.js";
-import { createTimebankClient } from "/client/timebank-realtime.js";
+// The dashboard: live events through the browser client (the npm package's bundle, clients/js), counters,
+// a per-minute chart, and history.
+import { createClient, memoryStorage } from "/client/timebank-realtime.js";
 
 const $ = (selector) => document.querySelector(selector);
 const COLORS = ["#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e", "#1b7c83", "#953800",
@@ -271,8 +271,7 @@ async function subscribe(filter, since) {
   if (target !== view) { await client.unsubscribe(sub).catch(() => {}); return; }
   subscription = sub;
   let status = describe(filter);
-  // The helper's ack cursor: where this subscription's changes start (the helper drops any older). It
-  // is null when the socket is down: the helper subscribes on connecting, live only, with no page.
+  // The ack cursor: where this subscription's changes start (the client drops any older).
   const start = typeof since === "number" ? since : sub.ackCursor;
   $("#cursor").textContent = start === null ? "–" : String(start);
   if (since === undefined && sub.ackCursor !== null) {
@@ -289,16 +288,24 @@ async function subscribe(filter, since) {
 function connect(token) {
   if (client) client.close();
   subscription = null; // it belonged to the closed client
-  const memory = new Map();
-  client = createTimebankClient({
-    io, url: location.origin, token: token || undefined, transports: ["websocket", "polling"],
-    storage: { getItem: (k) => memory.get(k) ?? null, setItem: (k, v) => memory.set(k, v) },
+  let refused = false; // the last connection attempt was refused (a missing or expired token): say so
+  const current = client = createClient({
+    url: location.origin, token: token || undefined, transports: ["websocket", "polling"],
+    // Each subscription starts afresh (the opening page shows the newest): nothing to keep across reloads.
+    storage: memoryStorage(),
     onHeartbeat: (beat) => showTips(beat.tips),
-    onError: (error) => { $("#subscription").textContent = String(error.message ?? error); },
+    onError: (error) => {
+      const message = String(error.message ?? error);
+      if (current.state === "connected") { $("#subscription").textContent = message; return; }
+      refused = true;
+      setState("error");
+      $("#subscription").textContent = `Connection refused: ${message}`;
+    },
   });
-  client.socket.on("connect", () => setState("connected"));
-  client.socket.on("disconnect", () => setState("disconnected"));
-  client.socket.on("connect_error", (error) => { setState("error"); $("#subscription").textContent = `Connection refused: ${error.message}`; });
+  current.onStateChange((state) => {
+    if (state === "connected") refused = false;
+    if (state === "connected" || (state === "disconnected" && !refused)) setState(state);
+  });
 }
 
 async function loadHistory(after) {
@@ -333,17 +340,13 @@ async function start() {
   }
   fetch("/api/status").then((r) => r.json()).then((status) => showTips(status.chain_tips)).catch(() => {});
   connect("");
-  client.socket.once("connect", () => subscribe({}, undefined));
+  subscribe({}, undefined);
   $("#subscribe-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.target;
     const token = String(new FormData(form).get("token") ?? "");
-    if (token) {
-      connect(token);
-      client.socket.once("connect", () => subscribe(filterFrom(form), sinceFrom(form)));
-    } else {
-      await subscribe(filterFrom(form), sinceFrom(form));
-    }
+    if (token) connect(token);
+    await subscribe(filterFrom(form), sinceFrom(form));
   });
   $("#history-form").addEventListener("submit", (event) => { event.preventDefault(); loadHistory(); });
   setInterval(renderChart, 10000);

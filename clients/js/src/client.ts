@@ -48,6 +48,9 @@ export interface Subscription {
   readonly filter: SubscriptionFilter;
   /** The last cursor handed to the handler (or the start, once the server took it). */
   readonly lastCursor: number | null;
+  /** The cursor of the server's latest ack: the replay ends there and live changes start after it;
+   *  null while the server has not taken the subscription on the current connection. */
+  readonly ackCursor: number | null;
 }
 
 /** The server refused a subscription: `code` is its error code (docs/protocol.md, "Errors"). */
