@@ -243,6 +243,48 @@ test("filters are compared by value; another filter resubscribes and starts a ne
   await probe.unmount();
 });
 
+test("the server dropping the socket: the list goes on after the reconnect, each event once", async () => {
+  const mine = contract("dropped");
+  const start = await head();
+  const seen = [];
+  const probe = await mount(h(Probe, { seen, useHook: useContractEvents, hookProps: mine }));
+  await until(async () => (await serverStatus()).subscriptions === 1, "the subscription");
+  await deliver(1701, mine);
+  await until(() => latest(seen).events.length === 2, "the first delivery");
+  await act(async () => { assert.equal((await call(CONTROL, "/disconnect", {})).dropped, 1); });
+  await deliver(1702, mine, { events: 2 });  // while the client is away, or coming back
+  await until(() => latest(seen).state === "connected" && latest(seen).events.length === 5, "the reconnect");
+  await deliver(1703, mine);
+  const expected = await stored(start, [{ contract: mine }]);
+  await until(() => latest(seen).events.length === expected.length, "the delivery after the reconnect");
+  assert.deepEqual(idsAndCursors(latest(seen).events), idsAndCursors(expected));
+  assert.ok(seen.some((render) => render.state === "disconnected"), "the hook showed the link down");
+  await probe.unmount();
+});
+
+test("with a key, a later mount resumes after what the earlier one showed", async () => {
+  const mine = contract("keyed");
+  const start = await head();
+  const first = [];
+  const hookProps = [mine, { key: "feed", since: start }];
+  const useKeyed = ([contractId, options]) => useContractEvents(contractId, options);
+  let probe = await mount(h(Probe, { seen: first, useHook: useKeyed, hookProps }));
+  await deliver(1801, mine);
+  await until(() => latest(first).events.length === 2, "the first delivery");
+  await probe.unmount();
+  await until(async () => (await serverStatus()).subscriptions === 0, "the unmount");
+
+  await deliver(1802, mine);
+  const second = [];
+  probe = await mount(h(Probe, { seen: second, useHook: useKeyed, hookProps }));
+  const expected = await stored(start, [{ contract: mine }]);
+  await until(() => latest(second).events.length === 2, "the delivery made while unmounted");
+  await act(() => sleep(100));
+  assert.deepEqual(idsAndCursors(latest(second).events), idsAndCursors(expected.slice(2)),
+    "only what the first mount had not shown: the stored cursor wins over since");
+  await probe.unmount();
+});
+
 test("useTransaction: pending, then confirmed, failed or rolled_back", async () => {
   const mine = contract("tx");
   const confirmed = [];
