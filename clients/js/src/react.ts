@@ -113,8 +113,8 @@ export function useRealtimeEvents(options: RealtimeEventsOptions): RealtimeEvent
   useEffect(() => store.setLimit(limit), [store, limit]);
   useEffect(() => {
     // Read back from the identity, so that the feed is exactly the one the identity names.
-    const [filters, since, key] = JSON.parse(identity) as [SubscriptionFilter[], Since | null, string | null];
-    return store.open(client, identity, filters, { since: since ?? undefined, key: key ?? undefined });
+    const [filters, from, storedAs] = JSON.parse(identity) as [SubscriptionFilter[], Since | null, string | null];
+    return store.open(client, identity, filters, { since: from ?? undefined, key: storedAs ?? undefined });
   }, [store, client, identity]);
 
   // Until the effect has opened the new filters' feed, the old one's events are not theirs.
