@@ -20,8 +20,10 @@ test:
 	$(BIN)/pip install --quiet -e '.[test,embedded]'
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix tests/js --no-audit --no-fund --loglevel=error; \
+		npm ci --prefix clients/js --no-audit --no-fund --loglevel=error; \
+		npm run build --prefix clients/js; \
 	else \
-		echo "npm not found: the socket.io-client (JavaScript) compatibility tests will be skipped"; \
+		echo "npm not found: the socket.io-client compatibility tests and the npm package's tests will be skipped"; \
 	fi
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -44,28 +44,35 @@ export function settled(watch: TransactionWatch): Promise<TransactionStatus> {
 }
 
 export function createOptimisticManager<T>(client: TimebankClient): OptimisticManager<T> {
-  const values = new Map<string, T>();
+  // Each call's own entry, so that a call settling after a newer one under its key leaves that one
+  // alone (even when both hold equal values).
+  const entries = new Map<string, { value: T }>();
+  let snapshot: ReadonlyMap<string, T> = new Map();
   const listeners = new Set<() => void>();
   const changed = () => {
+    // A new map on each change, the same one between: a UI can compare snapshots by identity.
+    snapshot = new Map([...entries].map(([key, entry]) => [key, entry.value]));
     for (const listener of [...listeners]) listener();
   };
-  const drop = (key: string, value: T) => {
-    // A newer execute under the same key owns it now.
-    if (values.get(key) === value) {
-      values.delete(key);
+  const hold = (key: string, value: T) => {
+    const entry = { value };
+    entries.set(key, entry);
+    changed();
+    return () => {
+      if (entries.get(key) !== entry) return;
+      entries.delete(key);
       changed();
-    }
+    };
   };
 
   return {
     async executeWithOptimistic(key, optimisticValue, send, onConfirmed, onReverted) {
-      values.set(key, optimisticValue);
-      changed();
+      const drop = hold(key, optimisticValue);
       let txHash: string;
       try {
         txHash = await send();
       } catch (error) {
-        drop(key, optimisticValue);
+        drop();
         onReverted?.("send_failed", error);
         return "failed";
       }
@@ -74,19 +81,19 @@ export function createOptimisticManager<T>(client: TimebankClient): OptimisticMa
       try {
         status = await settled(watch);
       } catch (error) {
-        drop(key, optimisticValue);
+        drop();
         onReverted?.("failed", error);
         return "failed";
       } finally {
         void watch.stop();
       }
-      drop(key, optimisticValue);
+      drop();
       if (status === "confirmed") onConfirmed?.(watch.events);
       else onReverted?.(status === "rolled_back" ? "rolled_back" : "failed");
       return status;
     },
-    get: (key) => values.get(key),
-    pending: () => values,
+    get: (key) => entries.get(key)?.value,
+    pending: () => snapshot,
     onChange(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);

@@ -84,5 +84,13 @@ test("send throws: reverted at once with its error, nothing watched", async (t) 
   assert.deepEqual(reverted, [["send_failed", failure]]);
   assert.equal(manager.get("k"), undefined);
   assert.deepEqual(changes.map((pending) => [...pending.entries()]), [[["k", 1]], []]);
+
+  // A newer call under the same key, with an equal value, is not dropped when the older one settles.
+  const older = manager.executeWithOptimistic("k", 1, async () => { await sleep(50); throw failure; });
+  const newer = manager.executeWithOptimistic("k", 1, async () => { await sleep(150); throw failure; });
+  assert.equal(await older, "failed");
+  assert.equal(manager.get("k"), 1);
+  assert.equal(await newer, "failed");
+  assert.equal(manager.get("k"), undefined);
   assert.deepEqual(errors, []);
 });
