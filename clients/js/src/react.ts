@@ -301,29 +301,10 @@ export interface OptimisticResult<T> {
  * values change. */
 export function useOptimistic<T>(options: { client?: TimebankClient } = {}): OptimisticResult<T> {
   const client = useClient(options.client);
-  const tracked = useMemo(() => trackedManager<T>(client), [client]);
-  const version = useSyncExternalStore(tracked.subscribe, tracked.version);
-  const { manager } = tracked;
-  // A copy per change: the manager's own map is one object that it mutates.
-  const pending = useMemo(() => new Map(manager.pending()), [manager, version]);
-  return {
-    execute: tracked.execute,
-    pending,
-    get: (key) => manager.get(key),
-    manager,
-  };
-}
-
-/** A manager with a version that its own first listener bumps on each change, so that useSyncExternalStore
- * has a snapshot that changes exactly when the manager does (pending() is the same map throughout). */
-function trackedManager<T>(client: TimebankClient) {
-  const manager = createOptimisticManager<T>(client);
-  let version = 0;
-  manager.onChange(() => { version += 1; });
-  return {
-    manager,
-    version: () => version,
-    subscribe: (listener: () => void) => manager.onChange(listener),
-    execute: manager.executeWithOptimistic.bind(manager) as OptimisticManager<T>["executeWithOptimistic"],
-  };
+  const manager = useMemo(() => createOptimisticManager<T>(client), [client]);
+  const subscribe = useCallback((listener: () => void) => manager.onChange(listener), [manager]);
+  // The manager's pending() is a new map at each change and the same one between: a snapshot as is.
+  const pending = useSyncExternalStore(subscribe, () => manager.pending());
+  const execute = useMemo(() => manager.executeWithOptimistic.bind(manager), [manager]);
+  return { execute, pending, get: (key) => pending.get(key), manager };
 }
