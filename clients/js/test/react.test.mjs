@@ -6,6 +6,9 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, test } from "node:test";
 
+import { readFile } from "node:fs/promises";
+
+import { transform } from "esbuild";
 import React from "react";
 import TestRenderer from "react-test-renderer";
 import { createClient, memoryStorage } from "timebank-realtime-client";
@@ -32,9 +35,9 @@ console.error = (...args) => {
 const STRICT = globalThis.TIMEBANK_STRICT_EFFECTS === true;
 const h = React.createElement;
 
-const URL = process.env.TIMEBANK_URL;
+const SERVICE = process.env.TIMEBANK_URL;
 const CONTROL = process.env.TIMEBANK_CONTROL_URL;
-assert.ok(URL && CONTROL, "TIMEBANK_URL and TIMEBANK_CONTROL_URL must be set (tests/test_js_react.py sets them)");
+assert.ok(SERVICE && CONTROL, "TIMEBANK_URL and TIMEBANK_CONTROL_URL must be set (tests/test_js_react.py sets them)");
 
 // The sender of every synthetic delivery (tests/payloads.py), so a {type: "user"} filter matches them all.
 const SENDER = "ST16GEW6P7GBGZG0PXRXFJEMR3TJHJEY2HHFN76M2";
@@ -63,14 +66,14 @@ async function deliver(height, contractId, { events = 1, rollback = false, succe
 }
 
 const head = async () => (await call(CONTROL, "/head")).cursor;
-const serverStatus = () => call(URL, "/api/status");
+const serverStatus = () => call(SERVICE, "/api/status");
 
 /** The canonical stored events above `after` that any of the history queries match, ascending by cursor,
  * each once: what a list of those subscriptions must show. */
 async function stored(after, queries) {
   const byId = new Map();
   for (const query of queries) {
-    const { events } = await call(URL, `/api/events?${new URLSearchParams({ ...query, after, limit: 500 })}`);
+    const { events } = await call(SERVICE, `/api/events?${new URLSearchParams({ ...query, after, limit: 500 })}`);
     for (const event of events) byId.set(event.id, event);
   }
   return [...byId.values()].sort((a, b) => a.cursor - b.cursor);
@@ -100,7 +103,7 @@ function Probe({ useHook, hookProps, seen }) {
 
 let client;
 beforeEach(() => {
-  client = createClient({ url: URL, transports: ["websocket"], storage: memoryStorage(),
+  client = createClient({ url: SERVICE, transports: ["websocket"], storage: memoryStorage(),
     onError: (error) => console.error("client error:", error) });
 });
 afterEach(async () => {
@@ -120,6 +123,7 @@ async function mount(element) {
   return {
     update: (next) => act(async () => renderer.update(tree(next))),
     unmount: () => act(async () => renderer.unmount()),
+    json: () => renderer.toJSON(),
   };
 }
 
@@ -301,7 +305,7 @@ test("useTransaction: pending, then confirmed, failed or rolled_back", async () 
   await deliver(1401, mine, { events: 2 });
   await deliver(1402, mine, { success: false });
   await until(() => latest(confirmed).status === "confirmed" && latest(failed).status === "failed", "the statuses");
-  const [transaction] = await Promise.all([call(URL, `/api/transactions/${txHashAt(1401)}`)]);
+  const [transaction] = await Promise.all([call(SERVICE, `/api/transactions/${txHashAt(1401)}`)]);
   assert.deepEqual(idsAndCursors(latest(confirmed).events), idsAndCursors(transaction.events));
 
   await deliver(1401, mine, { events: 2, rollback: true });
@@ -390,4 +394,39 @@ test("useTimebankClient without a provider says what is missing", async () => {
   }
   await act(async () => { TestRenderer.create(h(Bare), { unstable_isConcurrent: true }); });
   assert.match(errors[0], /TimebankProvider/);
+});
+
+/** The `Activity.jsx` block of docs/js-client.md's React section, compiled as a bundler would, its
+ * imports pointed at this package and this React (a data: module resolves no bare name). */
+async function docsExample() {
+  const docs = await readFile(new URL("../../../docs/js-client.md", import.meta.url), "utf8");
+  const block = /```jsx\n(\/\/ Activity\.jsx\n[\s\S]*?)```/.exec(docs);
+  assert.ok(block, "docs/js-client.md has the Activity.jsx example");
+  const { code } = await transform(block[1], { loader: "jsx", jsx: "automatic", format: "esm" });
+  const resolved = code.replace(/from "([^"]+)"/g, (_all, name) => `from "${import.meta.resolve(name)}"`);
+  return import(`data:text/javascript,${encodeURIComponent(resolved)}`);
+}
+
+const textOf = (node) => (typeof node === "string" ? node : (node.children ?? []).map(textOf).join(""));
+const findAll = (node, type) => (typeof node === "string" || node === null ? [] :
+  [...(node.type === type ? [node] : []), ...(node.children ?? []).flatMap((child) => findAll(child, type))]);
+
+test("the Activity example of docs/js-client.md shows its contract's and its user's events, newest first", async () => {
+  const { Activity, TransferStatus } = await docsExample();
+  const mine = contract("docs");
+  const probe = await mount(h(React.Fragment, null,
+    h(Activity, { contractId: mine, address: SENDER }),
+    h(TransferStatus, { txHash: txHashAt(1901) }),
+    h(TransferStatus, { txHash: null })));
+  await deliver(1901, mine, { events: 2 });
+  // since: 0, limit: 50: the newest 50 of everything stored for the contract or the user.
+  const expected = (await stored(0, [{ contract: mine }, { address: SENDER }])).slice(-50).reverse()
+    .map((event) => `#${event.cursor} ${event.event_type} ${event.tx_hash}`);
+  const shown = () => findAll(probe.json()[0], "li").map(textOf);
+  await until(() => shown()[0] === expected[0], "the delivery, at the top");
+  assert.deepEqual(shown(), expected);
+  assert.equal(textOf(findAll(probe.json()[0], "p")[0]), "connected");
+  await until(() => textOf(probe.json()[1]) === "confirmed", "the transfer's confirmation");
+  assert.equal(textOf(probe.json()[2]), "not sent");
+  await probe.unmount();
 });
