@@ -217,7 +217,7 @@ function subscribeOptions(filter: SubscriptionFilter,
 }
 
 /** JSON with object keys sorted, so that filters equal by value give the same text. */
-export function canonicalJson(value: unknown): string {
+function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_name, item: unknown) => {
     if (item === null || typeof item !== "object" || Array.isArray(item)) return item;
     const entries = Object.entries(item as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
