@@ -49,12 +49,13 @@ async def run(*command: str, cwd: Path, env: dict[str, str] | None = None, withi
     return text
 
 
-async def node_test(harness: Harness | None, test_file: str, name: str | None = None) -> str:
+async def node_test(harness: Harness | None, test_file: str, name: str | None = None,
+                    env: dict[str, str] | None = None) -> str:
     """Runs one Node test file (or the one test of it named ``name``) against the harness."""
     assert NODE is not None
     pattern = ["--test-name-pattern", f"^{re.escape(name)}$"] if name else []
     output = await run(NODE, "--test", "--test-reporter=tap", *pattern, f"test/{test_file}",
-                       cwd=JS_DIR, env=harness.env() if harness else None)
+                       cwd=JS_DIR, env={**(harness.env() if harness else {}), **(env or {})})
     assert "# fail 0" in output, output
     return output
 
@@ -84,6 +85,13 @@ async def test_storage_adapters(serve: Serve) -> None:
     async with start_harness(serve) as harness:
         output = await node_test(harness, "storage.test.mjs")
     assert "# skipped 0" in output and "# pass 0" not in output, output
+
+
+async def test_client_tokens(serve: Serve) -> None:
+    secret = "s" * 40
+    async with start_harness(serve, socket_auth_secret=secret) as harness:
+        output = await node_test(harness, "auth.test.mjs", env={"TIMEBANK_TEST_SECRET": secret})
+    assert "# pass 2\n" in output, output
 
 
 async def test_optimistic_manager(serve: Serve) -> None:
