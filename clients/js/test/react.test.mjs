@@ -255,6 +255,8 @@ test("the server dropping the socket: the list goes on after the reconnect, each
   await until(async () => (await serverStatus()).subscriptions === 1, "the subscription");
   await deliver(1701, mine);
   await until(() => latest(seen).events.length === 2, "the first delivery");
+  const states = [];
+  const stopListening = client.onStateChange((state) => states.push(state));
   await act(async () => { assert.equal((await call(CONTROL, "/disconnect", {})).dropped, 1); });
   await deliver(1702, mine, { events: 2 });  // while the client is away, or coming back
   await until(() => latest(seen).state === "connected" && latest(seen).events.length === 5, "the reconnect");
@@ -262,7 +264,9 @@ test("the server dropping the socket: the list goes on after the reconnect, each
   const expected = await stored(start, [{ contract: mine }]);
   await until(() => latest(seen).events.length === expected.length, "the delivery after the reconnect");
   assert.deepEqual(idsAndCursors(latest(seen).events), idsAndCursors(expected));
-  assert.ok(seen.some((render) => render.state === "disconnected"), "the hook showed the link down");
+  // The link went down for real (a render of it is not sure: a quick reconnect can batch it away).
+  assert.equal(states[0], "disconnected");
+  stopListening();
   await probe.unmount();
 });
 
