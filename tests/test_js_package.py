@@ -49,12 +49,13 @@ async def run(*command: str, cwd: Path, env: dict[str, str] | None = None, withi
     return text
 
 
-async def node_test(harness: Harness | None, test_file: str, name: str | None = None) -> str:
+async def node_test(harness: Harness | None, test_file: str, name: str | None = None,
+                    env: dict[str, str] | None = None) -> str:
     """Runs one Node test file (or the one test of it named ``name``) against the harness."""
     assert NODE is not None
     pattern = ["--test-name-pattern", f"^{re.escape(name)}$"] if name else []
     output = await run(NODE, "--test", "--test-reporter=tap", *pattern, f"test/{test_file}",
-                       cwd=JS_DIR, env=harness.env() if harness else None)
+                       cwd=JS_DIR, env={**(harness.env() if harness else {}), **(env or {})})
     assert "# fail 0" in output, output
     return output
 
@@ -86,6 +87,13 @@ async def test_storage_adapters(serve: Serve) -> None:
     assert "# skipped 0" in output and "# pass 0" not in output, output
 
 
+async def test_client_tokens(serve: Serve) -> None:
+    secret = "s" * 40
+    async with start_harness(serve, socket_auth_secret=secret) as harness:
+        output = await node_test(harness, "auth.test.mjs", env={"TIMEBANK_TEST_SECRET": secret})
+    assert "# pass 2\n" in output, output
+
+
 async def test_optimistic_manager(serve: Serve) -> None:
     async with start_harness(serve) as harness:
         output = await node_test(harness, "optimistic.test.mjs")
@@ -94,9 +102,9 @@ async def test_optimistic_manager(serve: Serve) -> None:
 
 
 
-async def test_packed_tarball_installs_and_receives_a_live_event(serve: Serve, tmp_path: Path) -> None:
+async def test_packed_tarball_and_its_browser_bundle_receive_a_live_event(serve: Serve, tmp_path: Path) -> None:
     """What an application gets from `npm install timebank-realtime-client`: the tarball alone, with its
-    one dependency from the registry, imported by name."""
+    one dependency from the registry, imported by name; and the tarball's browser bundle on its own."""
     assert NPM is not None and NODE is not None
     packed = await run(NPM, "pack", "--json", "--pack-destination", str(tmp_path), cwd=JS_DIR, within=120)
     tarball = tmp_path / json.loads(packed[packed.index("["):])[0]["filename"]
@@ -105,15 +113,26 @@ async def test_packed_tarball_installs_and_receives_a_live_event(serve: Serve, t
     (app / "package.json").write_text(json.dumps({"name": "app", "private": True, "type": "module"}))
     await run(NPM, "install", "--no-audit", "--no-fund", "--loglevel=error", str(tarball), cwd=app, within=120)
     installed = json.loads((app / "node_modules" / "timebank-realtime-client" / "package.json").read_text())
+    assert installed["exports"]["./react"] == {"types": "./dist/react.d.ts", "import": "./dist/react.js"}
     assert installed["version"] == "0.1.0" and list(installed["dependencies"]) == ["socket.io-client"]
     assert not (app / "node_modules" / "react").exists()  # an optional peer, not installed for the core
     shutil.copy(JS_DIR / "test" / "installed-app.mjs", app / "main.mjs")
+    # The browser bundle, alone in a directory: self-contained (socket.io-client inside), run by Node with
+    # the WebSocket a browser has.
+    browser = tmp_path / "browser"
+    browser.mkdir()
+    package = app / "node_modules" / "timebank-realtime-client"
+    shutil.copy(package / "dist" / "browser" / "timebank-realtime.js", browser)
+    shutil.copy(app / "main.mjs", browser)
     contract = "ST3FFRX7C911PZP5RHE148YDVDD9JWVS6FZRA60VS.monsters"
     async with start_harness(serve) as harness:
-        output = await run(NODE, "main.mjs", contract, cwd=app, env=harness.env())
-    result = json.loads(output.strip().splitlines()[-1])
-    # One contract call and its two print events, all live, after the subscription's start, in order.
-    assert [kind for kind, _, _ in result["received"]] == ["event"] * 3
-    cursors = [cursor for _, cursor, _ in result["received"]]
-    assert cursors == sorted(cursors) and cursors[0] > result["start"]
-    assert {tx for _, _, tx in result["received"]} == {result["tx_hash"]}
+        runs = [await run(NODE, "main.mjs", contract, "77", cwd=app, env=harness.env()),
+                await run(NODE, "--experimental-websocket", "main.mjs", contract, "78", "./timebank-realtime.js",
+                          cwd=browser, env=harness.env())]
+    for output in runs:
+        result = json.loads(output.strip().splitlines()[-1])
+        # One contract call and its two print events, all live, after the subscription's start, in order.
+        assert [kind for kind, _, _ in result["received"]] == ["event"] * 3
+        cursors = [cursor for _, cursor, _ in result["received"]]
+        assert cursors == sorted(cursors) and cursors[0] > result["start"]
+        assert {tx for _, _, tx in result["received"]} == {result["tx_hash"]}

@@ -184,7 +184,13 @@ export class SocketClient implements TimebankClient {
   private setState(state: ConnectionState): void {
     if (this.state === state || this.state === "closed") return;
     this.state = state;
-    for (const listener of [...this.listeners]) listener(state);
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(state);
+      } catch (error) {
+        this.onError(asError(error)); // one listener's bug must not stop the reconnect that follows
+      }
+    }
   }
 
   onStateChange(listener: (state: ConnectionState) => void): () => void {
