@@ -105,6 +105,7 @@ async def test_optimistic_manager(serve: Serve) -> None:
 
 
 
+@pytest.mark.timeout(300)  # npm pack builds, npm install fetches socket.io-client: more than the default
 async def test_packed_tarball_and_its_browser_bundle_receive_a_live_event(serve: Serve, tmp_path: Path) -> None:
     """What an application gets from `npm install timebank-realtime-client`: the tarball alone, with its
     one dependency from the registry, imported by name; and the tarball's browser bundle on its own."""
