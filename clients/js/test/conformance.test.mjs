@@ -124,6 +124,7 @@ scenario("forced-disconnect", async (t) => {
   for (let height = 2; height <= 13; height++) {
     await deliver(height, { contract: height % 2 ? MONSTERS : FREDDIE });
     if (height % 3 === 0) {
+      await until(() => client.state === "connected", () => `${states}`); // back from the last drop
       const { dropped } = await disconnectAll();
       assert.equal(dropped, 1);
     }

@@ -80,7 +80,8 @@ export function openClient(t, options = {}) {
   const errors = [];
   const states = [];
   const client = createClient({
-    url: URL_, storage: memoryStorage(), backoffInitialMs: 50, backoffMaxMs: 400, transports: ["websocket"],
+    url: URL_, storage: memoryStorage(), backoffInitialMs: 50, backoffMaxMs: 400,
+    transports: [process.env.TIMEBANK_TRANSPORT ?? "websocket"],
     onError: (error) => errors.push(error), ...options,
   });
   client.onStateChange((state) => states.push(state));

@@ -1,6 +1,7 @@
 // The cursor storages. memoryStorage and localStorageStorage are tested for real: the latter over a
 // small Web Storage object (Node has no localStorage), through a client against the real server.
-// indexedDbStorage cannot be tested honestly in Node (no IndexedDB): only its refusal there is.
+// Node has no IndexedDB: here only indexedDbStorage's refusal is tested; tests/test_js_package_browser.py
+// tests it (and localStorage, the default) in Chromium.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
