@@ -1,4 +1,4 @@
-"""timebank_realtime.client over a real server: every change once, in order, across failures."""
+"""timebank_realtime_client over a real server: every change once, in order, across failures."""
 
 from __future__ import annotations
 
@@ -13,28 +13,27 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from timebank_realtime.client import SubscriptionRefused, TimebankClient
+from tests.conftest import Serve, eventually, load_fixture, post_webhook, url_of
+from tests.expected import MONSTERS
+from tests.payloads import nft_block
+from tests.processes import ServiceProcess
+from tests.tcp_proxy import TcpProxy
 from timebank_realtime.keys import HUB
-
-from .conftest import Serve, eventually, load_fixture, post_webhook, url_of
-from .expected import MONSTERS
-from .payloads import nft_block
-from .processes import ServiceProcess
-from .tcp_proxy import TcpProxy
+from timebank_realtime_client import Change, SubscriptionRefused, TimebankClient
 
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
 
 
 class Recorder:
     def __init__(self) -> None:
-        self.changes: list[tuple[str, dict[str, Any]]] = []
+        self.changes: list[Change] = []
 
-    async def __call__(self, kind: str, change: dict[str, Any]) -> None:
-        self.changes.append((kind, change))
+    async def __call__(self, change: Change) -> None:
+        self.changes.append(change)
 
     @property
     def cursors(self) -> list[int]:
-        return [change["cursor"] for _, change in self.changes]
+        return [change.cursor for change in self.changes]
 
 
 async def matching_cursors(db: asyncpg.Connection, where: str, *args: Any) -> list[int]:
@@ -139,8 +138,8 @@ async def test_rollbacks_reach_the_subscription_they_match(server: TestServer, h
         reorg["rollback"], reorg["apply"] = reorg["apply"], []
         await post_webhook(http, url_of(server), reorg)
         await eventually(lambda: len(recorder.changes) == 2)
-    assert [kind for kind, _ in recorder.changes] == ["event", "rollback"]
-    assert recorder.changes[1][1]["canonical"] is False
+    assert [change.kind for change in recorder.changes] == ["event", "rollback"]
+    assert recorder.changes[1].canonical is False
 
 
 async def test_overlapping_replays_reach_both_subscriptions(serve: Serve, http: aiohttp.ClientSession,
