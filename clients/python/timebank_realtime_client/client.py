@@ -260,7 +260,7 @@ class TimebankClient:
     async def _send_subscribe(self, subscription: Subscription) -> None:
         if self._sio is None:
             raise SubscriptionRefused("not_connected", "the client is not connected")
-        since = subscription.resume_since()
+        since = subscription.subscribed_since = subscription.resume_since()
         reply = parse_reply(await self._sio.call("subscribe", {**subscription.payload, "since": since}, timeout=10))
         if not isinstance(reply, SubscribeAck):
             raise SubscriptionRefused(reply.error.code, reply.error.message)

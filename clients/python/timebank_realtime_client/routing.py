@@ -33,6 +33,8 @@ class Subscription:
     handled_cursor: int | None = None
     # Where a resync said to resume from, for the next subscribe only.
     resume_from: int | None = None
+    # ``since`` of the last subscribe sent for it: where it resumed.
+    subscribed_since: Since | None = None
     server_id: str | None = None
     ack_cursor: int | None = None
     live: bool = False

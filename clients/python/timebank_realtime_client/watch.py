@@ -33,14 +33,15 @@ class TransactionWatch:
         self.status: TransactionStatus = "pending"
         # Every status it has had, in order: a waiter misses none, however quickly they follow.
         self.history: list[TransactionStatus] = ["pending"]
-        self.changes: list[Change] = []
+        self.changes: list[Event | Rollback] = []
         self._on_status = on_status
         self._changed = asyncio.Condition()
         self.close: Callable[[], Awaitable[None]] = _nothing_to_close
 
     async def handle(self, change: Change) -> None:
         """A change of the watched transaction, in cursor order (the subscription's handler)."""
-        self.changes.append(change)
+        if isinstance(change, Event | Rollback):
+            self.changes.append(change)
         status = next_status(self.status, change)
         if status == self.status:
             return
