@@ -285,7 +285,7 @@ class TimebankClient:
         with _malformed("chainhook:batch"):
             frame = BatchFrame.model_validate(body)
             tags = tags_of(frame.tags())
-            for change in [parse_change(change) for change in frame.changes]:
+            for change in frame.changes:
                 self._router.on_change(change, tags)
 
     async def _on_eose(self, body: dict[str, Any]) -> None:

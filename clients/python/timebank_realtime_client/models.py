@@ -108,10 +108,11 @@ def _kind_of(body: Any) -> str:
     return str(getattr(body, "kind", ""))
 
 
-_CHANGE: TypeAdapter[Change] = TypeAdapter(
-    Annotated[Annotated[Event, Tag("event")] | Annotated[Rollback, Tag("rollback")]
-              | Annotated[Block, Tag("block")] | Annotated[BlockRollback, Tag("block_rollback")],
-              Discriminator(_kind_of)])
+# A change from its body: ``kind`` when it has one, else what ``canonical`` and ``topic`` say.
+WireChange = Annotated[Annotated[Event, Tag("event")] | Annotated[Rollback, Tag("rollback")]
+                       | Annotated[Block, Tag("block")] | Annotated[BlockRollback, Tag("block_rollback")],
+                       Discriminator(_kind_of)]
+_CHANGE: TypeAdapter[Change] = TypeAdapter(WireChange)
 
 
 def parse_change(body: Mapping[str, Any], kind: ChangeKind | None = None) -> Change:
@@ -124,7 +125,7 @@ def parse_change(body: Mapping[str, Any], kind: ChangeKind | None = None) -> Cha
 class BatchFrame(Message):
     """``chainhook:batch``: several changes in cursor order, tagged as a whole when replayed."""
 
-    changes: list[dict[str, Any]]
+    changes: list[WireChange]
     subscription: str | None = None
     subscriptions: list[str] | None = None
 
