@@ -190,3 +190,34 @@ async def test_a_connection_lost_while_resubscribing_is_retried(
     finally:
         await client.close()
         await proxy.close()
+
+
+async def test_handlers_that_fall_behind_pause_the_link_instead_of_filling_memory(
+        serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    """Past max_pending changes waiting for their handlers, the client drops the link until they are down
+    to a tenth, then resumes after the last change it took: the backlog waits in the server's log."""
+    server = await serve(replay_batch_size=5)
+    await deliver_blocks(http, url_of(server), range(12), pause=0)  # 60 changes
+    most_pending = 0
+    client: TimebankClient
+
+    async def slow(change: Change) -> None:
+        nonlocal most_pending
+        most_pending = max(most_pending, client.pending)
+        recorder.changes.append(change)
+        await asyncio.sleep(0.005)
+
+    recorder = Recorder()
+    client = TimebankClient(url_of(server), max_pending=10, backoff_initial=0.01, backoff_max=0.05)
+    try:
+        await client.start()
+        await client.subscribe({}, slow, since=0)
+        await deliver_blocks(http, url_of(server), range(12, 16), pause=0.05)  # and 20 live
+        expected = await matching_cursors(db, "TRUE")
+        await eventually(lambda: len(recorder.changes) >= len(expected), within=30)
+        await asyncio.sleep(0.5)
+        assert recorder.cursors == expected and len(expected) == 80
+        assert client.connections >= 2  # it paused at least once
+        assert most_pending < 40  # a few frames may be on their way when it pauses
+    finally:
+        await client.close()

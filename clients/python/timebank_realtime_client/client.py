@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from .filters import NOTHING, Filter, FilterShapeError, normalize_filter
 from .models import (
+    CHANGE_KINDS,
     BatchFrame,
     Change,
     ChangeKind,
@@ -64,7 +65,7 @@ class SubscriptionRefused(RuntimeError):
 class TimebankClient:
     def __init__(self, url: str, *, token: TokenSource | None = None, store: CursorStore | None = None,
                  batch: bool = True, transports: Sequence[str] = ("websocket",),
-                 backoff_initial: float = 0.5, backoff_max: float = 15.0,
+                 backoff_initial: float = 0.5, backoff_max: float = 15.0, max_pending: int = 10_000,
                  on_heartbeat: Callable[[Heartbeat], None] | None = None,
                  on_state: Callable[[ConnectionState], None] | None = None) -> None:
         self._url = url
@@ -78,16 +79,27 @@ class TimebankClient:
         self._on_heartbeat = on_heartbeat
         self._on_state = on_state
         self._subscriptions: list[Subscription] = []
+        # Changes taken from the socket, waiting for their handler. Bounded: past max_pending the link is
+        # dropped until the handlers are down to a tenth of it, then resumes after the last change taken
+        # (the server keeps the rest in its log, not this process in its memory).
         self._deliveries: asyncio.Queue[tuple[Subscription, Change]] = asyncio.Queue()
+        self._max_pending = max_pending
+        self._caught_up = asyncio.Event()
+        self._caught_up.set()
         self._sio: socketio.AsyncClient | None = None
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
-        self._router = ChangeRouter(self._subscriptions, lambda *delivery: self._deliveries.put_nowait(delivery))
+        self._router = ChangeRouter(self._subscriptions, self._enqueue)
         self.state: ConnectionState = "disconnected"
         # Links made so far (a reconnect counts one more).
         self.connections = 0
+
+    @property
+    def pending(self) -> int:
+        """Changes taken from the socket and not yet handled."""
+        return self._deliveries.qsize()
 
     async def __aenter__(self) -> TimebankClient:
         await self.start()
@@ -191,18 +203,19 @@ class TimebankClient:
                 await self._drop_client()
             if not self._closed:
                 self._set_state("disconnected")
+                await self._caught_up.wait()
                 await asyncio.sleep(self._backoff(failures))
                 failures += 1
 
     async def _connect(self) -> None:
         sio = socketio.AsyncClient(reconnection=False)
-        for kind in ("event", "rollback", "block", "block_rollback"):
-            sio.on(f"chainhook:{kind}", self._change_handler(kind))
-        sio.on("chainhook:batch", self._on_batch)
-        sio.on("chainhook:eose", self._on_eose)
-        sio.on("chainhook:heartbeat", self._on_heartbeat_message)
-        sio.on("chainhook:resync", self._on_resync)
-        sio.on("disconnect", self._on_disconnect)
+        handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+            **{f"chainhook:{kind}": self._change_handler(kind) for kind in CHANGE_KINDS},
+            "chainhook:batch": self._on_batch, "chainhook:eose": self._on_eose,
+            "chainhook:heartbeat": self._on_heartbeat_message, "chainhook:resync": self._on_resync}
+        for name, handler in handlers.items():
+            sio.on(name, _while_current(self, sio, handler))
+        sio.on("disconnect", _while_current(self, sio, self._on_disconnect))
         self._sio = sio
         self._disconnected.clear()
         auth: dict[str, Any] = {"batch": self._batch}
@@ -243,6 +256,14 @@ class TimebankClient:
 
     async def _on_disconnect(self, *_reason: Any) -> None:
         self._disconnected.set()
+
+    def _enqueue(self, subscription: Subscription, change: Change) -> None:
+        self._deliveries.put_nowait((subscription, change))
+        if self._deliveries.qsize() >= self._max_pending and self._caught_up.is_set():
+            logger.warning("timebank: the handlers are %d changes behind; the link waits until they catch up",
+                           self._deliveries.qsize())
+            self._caught_up.clear()
+            self._disconnected.set()
 
     # --- subscribing ------------------------------------------------------------------------------------
 
@@ -309,6 +330,8 @@ class TimebankClient:
             subscription, change = await self._deliveries.get()
             if subscription.active:
                 await self._handle(subscription, change)
+            if self._deliveries.qsize() <= self._max_pending // 10:
+                self._caught_up.set()
 
     async def _handle(self, subscription: Subscription, change: Change) -> None:
         """Run the handler, then save the cursor: a crash between the two repeats that one change on
@@ -326,6 +349,16 @@ class TimebankClient:
                 await self.store.save(subscription.key, change.cursor)
             except Exception:
                 logger.exception("timebank: could not save cursor %s of %s", change.cursor, subscription.key)
+
+
+def _while_current(client: TimebankClient, sio: socketio.AsyncClient,
+                   handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """``handler`` for the messages of ``sio`` while it is the client's link: a message of a link
+    already dropped (its handler runs as a task of its own) must not reach the next link's state."""
+    async def on_message(*args: Any) -> None:
+        if client._sio is sio:
+            await handler(*args)
+    return on_message
 
 
 def _filter_of(payload: Mapping[str, Any], fallback: Filter = NOTHING) -> Filter:
