@@ -19,7 +19,7 @@ from tests.payloads import nft_block
 from tests.processes import ServiceProcess
 from tests.tcp_proxy import TcpProxy
 from timebank_realtime.keys import HUB
-from timebank_realtime_client import Change, SubscriptionRefused, TimebankClient
+from timebank_realtime_client import Change, ConnectionState, Heartbeat, SubscriptionRefused, TimebankClient
 
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
 
@@ -221,3 +221,21 @@ async def test_handlers_that_fall_behind_pause_the_link_instead_of_filling_memor
         assert most_pending < 40  # a few frames may be on their way when it pauses
     finally:
         await client.close()
+
+
+async def test_heartbeats_and_connection_states_reach_their_callbacks(serve: Serve, http: aiohttp.ClientSession,
+                                                                     db: asyncpg.Connection) -> None:
+    server = await serve(heartbeat_seconds=0.2)
+    await deliver_blocks(http, url_of(server), range(1), pause=0)
+    head = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+    await eventually(lambda: server.app[HUB].cursor == head)
+    beats: list[Heartbeat] = []
+    states: list[ConnectionState] = []
+    async with TimebankClient(url_of(server), on_heartbeat=beats.append, on_state=states.append) as client:
+        assert client.state == "connected"
+        await eventually(lambda: len(beats) >= 2)
+        for hub_session in list(server.app[HUB].sessions):
+            await server.app[HUB].disconnect(hub_session)
+        await eventually(lambda: client.connections == 2 and client.state == "connected")
+    assert states == ["connecting", "connected", "disconnected", "connecting", "connected", "closed"]
+    assert beats[0].cursor == head and beats[0].tips["testnet"].block_height == 300_000
