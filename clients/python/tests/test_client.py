@@ -239,3 +239,29 @@ async def test_heartbeats_and_connection_states_reach_their_callbacks(serve: Ser
         await eventually(lambda: client.connections == 2 and client.state == "connected")
     assert states == ["connecting", "connected", "disconnected", "connecting", "connected", "closed"]
     assert beats[0].cursor == head and beats[0].tips["testnet"].block_height == 300_000
+
+
+async def test_a_subscribe_left_unanswered_reconnects_and_subscribes_again(
+        server: TestServer, proxy: TcpProxy, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    """The ack never comes (the server's bytes stop on the way): after the call's 10 s, the client
+    reconnects and subscribes it again, instead of raising and leaving its replay unclaimed."""
+    await deliver_blocks(http, url_of(server), range(2), pause=0)
+    recorder = Recorder()
+    client = TimebankClient(proxy.url, backoff_initial=0.05, backoff_max=0.2)
+    try:
+        await client.start()
+        proxy.pause()
+        # The proxy is in the middle of a read: the next chunk still passes. The server pings every
+        # second (the suite's settings): let one ping be that chunk; from then on nothing comes.
+        await asyncio.sleep(2.5)
+        subscription = await client.subscribe({"contract": MONSTERS}, recorder, since=0)
+        proxy.resume()
+        assert subscription.server_id is None
+        await eventually(lambda: client.connections == 2 and client.state == "connected")
+        await deliver_blocks(http, url_of(server), range(2, 3), pause=0)
+        expected = await matching_cursors(db, "contract_id = $1", MONSTERS)
+        await eventually(lambda: len(recorder.changes) >= len(expected))
+        await asyncio.sleep(0.5)
+        assert recorder.cursors == expected and len(expected) == 12
+    finally:
+        await client.close()

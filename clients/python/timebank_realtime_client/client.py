@@ -135,6 +135,11 @@ class TimebankClient:
             except SubscriptionRefused:
                 self._subscriptions.remove(subscription)
                 raise
+            except socketio.exceptions.SocketIOError as error:
+                # No answer (the link dropped, or the ack timed out): reconnect, which subscribes it
+                # again with the others, rather than leave the server's replay for it unclaimed.
+                logger.info("timebank: no answer to subscribe (%s: %s); reconnecting", type(error).__name__, error)
+                self._disconnected.set()
         return subscription
 
     async def watch_transaction(
