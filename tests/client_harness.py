@@ -12,7 +12,9 @@ Control routes (JSON in, JSON out):
   any body. Answer: ``{"status", "body", "tx_hash"}``.
 - ``POST /disconnect``: the server drops every socket (``{"dropped": n}``).
 - ``POST /resync``: every socket is resynced as a slow consumer would be (``{"resynced": n}``).
-- ``GET /head``: ``{"cursor": <the newest change's cursor>}``.
+- ``GET /head``: ``{"cursor": <the newest change the server has pushed>}`` (a commit is pushed a moment
+  after the webhook answers: wait for the head to reach it before a subscription with ``since: "now"``
+  that must come after it).
 """
 
 from __future__ import annotations

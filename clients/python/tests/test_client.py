@@ -1,4 +1,4 @@
-"""timebank_realtime.client over a real server: every change once, in order, across failures."""
+"""timebank_realtime_client over a real server: every change once, in order, across failures."""
 
 from __future__ import annotations
 
@@ -13,28 +13,27 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from timebank_realtime.client import SubscriptionRefused, TimebankClient
+from tests.conftest import Serve, eventually, load_fixture, post_webhook, url_of
+from tests.expected import MONSTERS
+from tests.payloads import nft_block
+from tests.processes import ServiceProcess
+from tests.tcp_proxy import TcpProxy
 from timebank_realtime.keys import HUB
-
-from .conftest import Serve, eventually, load_fixture, post_webhook, url_of
-from .expected import MONSTERS
-from .payloads import nft_block
-from .processes import ServiceProcess
-from .tcp_proxy import TcpProxy
+from timebank_realtime_client import Change, ConnectionState, Heartbeat, SubscriptionRefused, TimebankClient
 
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
 
 
 class Recorder:
     def __init__(self) -> None:
-        self.changes: list[tuple[str, dict[str, Any]]] = []
+        self.changes: list[Change] = []
 
-    async def __call__(self, kind: str, change: dict[str, Any]) -> None:
-        self.changes.append((kind, change))
+    async def __call__(self, change: Change) -> None:
+        self.changes.append(change)
 
     @property
     def cursors(self) -> list[int]:
-        return [change["cursor"] for _, change in self.changes]
+        return [change.cursor for change in self.changes]
 
 
 async def matching_cursors(db: asyncpg.Connection, where: str, *args: Any) -> list[int]:
@@ -139,8 +138,8 @@ async def test_rollbacks_reach_the_subscription_they_match(server: TestServer, h
         reorg["rollback"], reorg["apply"] = reorg["apply"], []
         await post_webhook(http, url_of(server), reorg)
         await eventually(lambda: len(recorder.changes) == 2)
-    assert [kind for kind, _ in recorder.changes] == ["event", "rollback"]
-    assert recorder.changes[1][1]["canonical"] is False
+    assert [change.kind for change in recorder.changes] == ["event", "rollback"]
+    assert recorder.changes[1].canonical is False
 
 
 async def test_overlapping_replays_reach_both_subscriptions(serve: Serve, http: aiohttp.ClientSession,
@@ -191,3 +190,78 @@ async def test_a_connection_lost_while_resubscribing_is_retried(
     finally:
         await client.close()
         await proxy.close()
+
+
+async def test_handlers_that_fall_behind_pause_the_link_instead_of_filling_memory(
+        serve: Serve, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    """Past max_pending changes waiting for their handlers, the client drops the link until they are down
+    to a tenth, then resumes after the last change it took: the backlog waits in the server's log."""
+    server = await serve(replay_batch_size=5)
+    await deliver_blocks(http, url_of(server), range(12), pause=0)  # 60 changes
+    most_pending = 0
+    client: TimebankClient
+
+    async def slow(change: Change) -> None:
+        nonlocal most_pending
+        most_pending = max(most_pending, client.pending)
+        recorder.changes.append(change)
+        await asyncio.sleep(0.005)
+
+    recorder = Recorder()
+    client = TimebankClient(url_of(server), max_pending=10, backoff_initial=0.01, backoff_max=0.05)
+    try:
+        await client.start()
+        await client.subscribe({}, slow, since=0)
+        await deliver_blocks(http, url_of(server), range(12, 16), pause=0.05)  # and 20 live
+        expected = await matching_cursors(db, "TRUE")
+        await eventually(lambda: len(recorder.changes) >= len(expected), within=30)
+        await asyncio.sleep(0.5)
+        assert recorder.cursors == expected and len(expected) == 80
+        assert client.connections >= 2  # it paused at least once
+        assert most_pending < 40  # a few frames may be on their way when it pauses
+    finally:
+        await client.close()
+
+
+async def test_heartbeats_and_connection_states_reach_their_callbacks(serve: Serve, http: aiohttp.ClientSession,
+                                                                     db: asyncpg.Connection) -> None:
+    server = await serve(heartbeat_seconds=0.2)
+    await deliver_blocks(http, url_of(server), range(1), pause=0)
+    head = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+    await eventually(lambda: server.app[HUB].cursor == head)
+    beats: list[Heartbeat] = []
+    states: list[ConnectionState] = []
+    async with TimebankClient(url_of(server), on_heartbeat=beats.append, on_state=states.append) as client:
+        assert client.state == "connected"
+        await eventually(lambda: len(beats) >= 2)
+        for hub_session in list(server.app[HUB].sessions):
+            await server.app[HUB].disconnect(hub_session)
+        await eventually(lambda: client.connections == 2 and client.state == "connected")
+    assert states == ["connecting", "connected", "disconnected", "connecting", "connected", "closed"]
+    assert beats[0].cursor == head and beats[0].tips["testnet"].block_height == 300_000
+
+
+async def test_a_subscribe_left_unanswered_reconnects_and_subscribes_again(
+        server: TestServer, proxy: TcpProxy, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    """The ack never comes (the server's bytes stop on the way): after the call's 10 s, the client
+    reconnects and subscribes it again, instead of raising and leaving its replay unclaimed."""
+    await deliver_blocks(http, url_of(server), range(2), pause=0)
+    recorder = Recorder()
+    client = TimebankClient(proxy.url, backoff_initial=0.05, backoff_max=0.2)
+    try:
+        await client.start()
+        proxy.pause()
+        # The proxy is in the middle of a read: the next chunk still passes. The server pings every
+        # second (the suite's settings): let one ping be that chunk; from then on nothing comes.
+        await asyncio.sleep(2.5)
+        subscription = await client.subscribe({"contract": MONSTERS}, recorder, since=0)
+        proxy.resume()
+        assert subscription.server_id is None
+        await eventually(lambda: client.connections == 2 and client.state == "connected")
+        await deliver_blocks(http, url_of(server), range(2, 3), pause=0)
+        expected = await matching_cursors(db, "contract_id = $1", MONSTERS)
+        await eventually(lambda: len(recorder.changes) >= len(expected))
+        await asyncio.sleep(0.5)
+        assert recorder.cursors == expected and len(expected) == 12
+    finally:
+        await client.close()
