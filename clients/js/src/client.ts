@@ -69,7 +69,9 @@ export interface TimebankClient {
   subscribe(filter: SubscriptionFilter, handler: ChangeHandler, options?: SubscribeOptions): Promise<Subscription>;
   unsubscribe(subscription: Subscription): Promise<void>;
   watchTransaction(txHash: string): TransactionWatch;
-  close(): void;
+  /** Closes the connection for good; resolves once every cursor handed over is in the storage (await
+   * it before another client opens the same storage, or that one may get those changes again). */
+  close(): Promise<void>;
 }
 
 // Refusals that pass: asked again a second later, up to 5 times, as the Python client does.
@@ -348,8 +350,8 @@ export class SocketClient implements TimebankClient {
     return watchTransaction(this, txHash, this.onError);
   }
 
-  close(): void {
-    if (this.closed) return;
+  close(): Promise<void> {
+    if (this.closed) return this.writer.flush();
     this.closed = true;
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
     for (const subscription of this.subscriptions()) {
@@ -357,5 +359,6 @@ export class SocketClient implements TimebankClient {
     }
     this.socket.close();
     this.setState("closed");
+    return this.writer.flush();
   }
 }

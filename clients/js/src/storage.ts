@@ -80,17 +80,21 @@ export function defaultStorage(): CursorStorage {
  * otherwise finish an older write after a newer one and move the stored cursor back. */
 export class CursorWriter {
   private readonly latest = new Map<string, string>();
-  private readonly writing = new Set<string>();
+  private readonly writing = new Map<string, Promise<void>>();
 
   constructor(private readonly storage: CursorStorage, private readonly onError: (error: Error) => void) {}
 
   write(key: string, value: string): void {
     this.latest.set(key, value);
-    if (!this.writing.has(key)) void this.drain(key);
+    if (!this.writing.has(key)) this.writing.set(key, this.drain(key));
+  }
+
+  /** Resolves once every value written so far has landed (or failed, told to onError). */
+  async flush(): Promise<void> {
+    while (this.writing.size > 0) await Promise.all(this.writing.values());
   }
 
   private async drain(key: string): Promise<void> {
-    this.writing.add(key);
     try {
       for (let value = this.latest.get(key); value !== undefined; value = this.latest.get(key)) {
         this.latest.delete(key);

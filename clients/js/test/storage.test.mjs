@@ -7,7 +7,7 @@ import { test } from "node:test";
 
 import { indexedDbStorage, localStorageStorage, memoryStorage } from "../dist/index.js";
 import { CursorWriter } from "../dist/storage.js";
-import { assertSameCursors, deliver, history, MONSTERS, openClient, recorder, sleep } from "./helpers.mjs";
+import { assertSameCursors, deliver, history, MONSTERS, openClient, recorder, sleep, until } from "./helpers.mjs";
 
 /** The Web Storage interface (what window.localStorage is), in memory. */
 class WebStorage {
@@ -99,4 +99,38 @@ test("a client keeps each subscription's cursor in localStorage, after its handl
   await sleep(50);
   assert.equal(web.getItem("app:wallet"), String(now.at(-1)));
   assert.deepEqual(second.errors.map((error) => error.message), resumed.cursors().map((c) => `handler failed at ${c}`));
+});
+
+// Found by test/model.test.mjs (seed 2026): close() did not wait for the cursor writes still queued for
+// an asynchronous storage, so a client opened right after it on the same storage read an older cursor
+// and handed the same changes over again after a clean close. close() now answers a promise that
+// resolves once every cursor the client handed over is stored.
+test("a clean close of a client with an asynchronous storage, then a new one: each change once", async (t) => {
+  const values = new Map();
+  const slow = { // each write lands 40 ms later, one after another
+    get: async (key) => values.get(key) ?? null,
+    set: (key, value) => new Promise((resolve) => setTimeout(() => { values.set(key, value); resolve(); }, 40)),
+  };
+  for (let height = 1; height <= 3; height++) await deliver(height, { events: 3 });
+  const cursors = (await history({ contract: MONSTERS })).map((row) => row.cursor);
+  const first = openClient(t, { storage: slow });
+  const before = recorder();
+  await first.client.subscribe({ contract: MONSTERS }, before.handler, { key: "wallet", since: 0 });
+  await until(() => before.seen.length >= cursors.length, () => `first client: ${before.cursors()}`);
+  const closed = first.client.close(); // the last cursor's write is still queued (40 ms each)
+  assert.notEqual(values.get("timebank-realtime:wallet"), String(cursors.at(-1)));
+  assert.deepEqual(before.cursors(), cursors);
+  assert.ok(closed instanceof Promise, "close() answers a promise");
+  await closed;
+  assert.equal(values.get("timebank-realtime:wallet"), String(cursors.at(-1)));
+  assert.equal(first.client.state, "closed");
+  await first.client.close(); // again: resolves at once
+
+  await deliver(4);
+  const second = openClient(t, { storage: slow });
+  const after = recorder();
+  await second.client.subscribe({ contract: MONSTERS }, after.handler, { key: "wallet", since: 0 });
+  const now = (await history({ contract: MONSTERS })).map((row) => row.cursor);
+  await assertSameCursors(after, now.filter((cursor) => cursor > cursors.at(-1)), "after a clean close");
+  assert.deepEqual([...first.errors, ...second.errors], []);
 });
