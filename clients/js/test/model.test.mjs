@@ -64,6 +64,22 @@ function wants(filter, change) {
   return true;
 }
 
+/** An asynchronous storage: each get and set lands 0-15 ms later, in the order they were asked. */
+function slowStorage(rng) {
+  const values = new Map();
+  let queue = Promise.resolve();
+  const later = (work) => {
+    const delay = rng.int(0, 15);
+    const done = queue.then(() => sleep(delay)).then(work);
+    queue = done.catch(() => {});
+    return done;
+  };
+  return {
+    get: (key) => later(() => values.get(key) ?? null),
+    set: (key, value) => later(() => { values.set(key, value); }),
+  };
+}
+
 async function control(path, body) {
   const response = await fetch(CONTROL + path, {
     method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body ?? {}),
@@ -110,7 +126,11 @@ test(`model: seed ${SEED}, ${STEPS} steps`, { timeout: 600_000 }, async () => {
   }
 
   // ---- clients and subscriptions ----
-  const storage = memoryStorage(); // shared: a reload resumes from it
+  // Shared: a reload resumes from it. Synchronous (memory, localStorage) or asynchronous (IndexedDB, a
+  // server-side store): here a map whose reads and writes land a few ms later.
+  const asyncStorage = rng.chance(0.5);
+  const storage = asyncStorage ? slowStorage(rng) : memoryStorage();
+  note(`storage: ${asyncStorage ? "asynchronous" : "memory"}`);
   const clients = []; // { id, client, batch, transport, subs: [logical] }
   const subs = []; // logical subscriptions: { name, filter, since, start, seen: [[kind, cursor]], stall, clientId }
   const errors = [];
@@ -241,7 +261,7 @@ test(`model: seed ${SEED}, ${STEPS} steps`, { timeout: 600_000 }, async () => {
       case "reload": { // a clean close, then a new client with the same storage and keys
         const index = rng.int(0, clients.length - 1);
         const old = clients[index];
-        old.client.close();
+        await old.client.close(); // clean: its cursors are stored before the new client reads them
         const fresh = open(rng.chance(0.5), rng.pick(["websocket", "polling"]), old.id);
         fresh.subs = old.subs;
         clients[index] = fresh;
@@ -314,7 +334,7 @@ test(`model: seed ${SEED}, ${STEPS} steps`, { timeout: 600_000 }, async () => {
       fail(`${logical.name}: kinds differ: ${JSON.stringify(seen)} vs ${JSON.stringify(expected)}`);
     }
   }
-  for (const entry of clients) entry.client.close();
+  await Promise.all(clients.map((entry) => entry.client.close()));
   const handlerErrors = errors.filter((message) => !/connect|xhr|websocket|timeout|transport/i.test(message));
   if (handlerErrors.length) fail(`errors: ${handlerErrors.join("; ")}`);
   const total_ = subs.reduce((sum, logical) => sum + logical.seen.length, 0);
