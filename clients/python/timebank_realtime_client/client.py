@@ -295,11 +295,12 @@ class TimebankClient:
         if not isinstance(reply, SubscribeAck):
             raise SubscriptionRefused(reply.error.code, reply.error.message)
         subscription.filter = _filter_of(reply.filter, fallback=subscription.filter)
-        first = subscription.last_cursor is None
-        self._router.acknowledged(subscription, reply)
+        start = self._router.acknowledged(subscription, reply)
         # A live-only subscription with a key starts from its ack on the next run, not from "now" again.
-        if first and subscription.key is not None and subscription.last_cursor is not None:
-            await self.store.save(subscription.key, subscription.last_cursor)
+        # Its start, not last_cursor: the changes that came before the ack (in the same read) are queued
+        # by now, and a cursor saved is a change handled.
+        if start is not None and subscription.key is not None:
+            await self.store.save(subscription.key, start)
 
     async def _call(self, sio: socketio.AsyncClient, event: str, data: dict[str, Any], *,
                     timeout: float) -> Any:  # noqa: ASYNC109 (python-socketio's own timeout, passed on)
