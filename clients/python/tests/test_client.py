@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,14 @@ from tests.payloads import nft_block
 from tests.processes import ServiceProcess
 from tests.tcp_proxy import TcpProxy
 from timebank_realtime.keys import HUB
-from timebank_realtime_client import Change, ConnectionState, Heartbeat, SubscriptionRefused, TimebankClient
+from timebank_realtime_client import (
+    Change,
+    ConnectionState,
+    Heartbeat,
+    JsonFileCursorStore,
+    SubscriptionRefused,
+    TimebankClient,
+)
 
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
 
@@ -180,9 +188,8 @@ async def test_a_connection_lost_while_resubscribing_is_retried(
         # a second before it asks again. Drop the connection in that second.
         await eventually(lambda: client.connections == 2 and one.server_id is not None, within=10)
         assert proxy.cut() > 0
-        # At once when the client sees the link gone before it asks again; a subscribe already on its
-        # way when the link dropped waits out its 10 s ack timeout first.
-        await eventually(lambda: client.connections >= 3, within=25)
+        # At once when the client sees the link gone, whether it was waiting to ask again or for an answer.
+        await eventually(lambda: client.connections >= 3, within=10)
         await deliver_blocks(http, url_of(server), range(2), pause=0)
         await eventually(lambda: len(second.changes) == 10 and len(first.changes) == 8, within=20)
         assert first.cursors == await matching_cursors(db, "contract_id = $1", MONSTERS)
@@ -263,5 +270,76 @@ async def test_a_subscribe_left_unanswered_reconnects_and_subscribes_again(
         await eventually(lambda: len(recorder.changes) >= len(expected))
         await asyncio.sleep(0.5)
         assert recorder.cursors == expected and len(expected) == 12
+    finally:
+        await client.close()
+
+
+async def test_a_key_saved_at_its_first_ack_holds_where_it_starts_not_changes_still_queued(
+        server: TestServer, proxy: TcpProxy, http: aiohttp.ClientSession, db: asyncpg.Connection,
+        tmp_path: Path) -> None:
+    """The replayed changes that follow a subscribe's ack can be handled before the ack (they came in the
+    same read: the client was busy, or the network held them), and the client queues them at the ack.
+    It then saved the last of them as the key's cursor at once, before their handlers ran: a process
+    stopped there resumed after changes it had never handled, and lost them."""
+    await deliver_blocks(http, url_of(server), range(4), pause=0)
+    expected = await matching_cursors(db, "TRUE")
+    head = await db.fetchval("SELECT last_cursor FROM chainhook_cursor")
+    await eventually(lambda: server.app[HUB].cursor == head)
+    cursor_file = tmp_path / "cursors.json"
+    first: list[int] = []
+
+    async def slow(change: Change) -> None:
+        first.append(change.cursor)
+        await asyncio.sleep(0.5)
+
+    client = TimebankClient(proxy.url, store=JsonFileCursorStore(cursor_file))
+    try:
+        await client.start()
+        # Hold the server's bytes (a ping is the chunk that still passes, as above) while it acks and
+        # replays, then let them through together.
+        proxy.pause()
+        await asyncio.sleep(2.5)
+        subscribing = asyncio.create_task(client.subscribe({}, slow, key="bot", since=0))
+        await eventually(lambda: any(session.subscriptions for session in server.app[HUB].sessions.values()))
+        await asyncio.sleep(0.3)
+        proxy.resume()
+        subscription = await subscribing
+        assert client.pending > 0 and subscription.last_cursor == expected[-1]  # queued at the ack
+        assert json.loads(cursor_file.read_text()) == {"bot": 0}
+    finally:
+        await client.close()
+    # The next run gets every change the first did not finish handling (the one in its handler again).
+    second = Recorder()
+    async with TimebankClient(url_of(server), store=JsonFileCursorStore(cursor_file)) as again:
+        await again.subscribe({}, second, key="bot", since=0)
+        await eventually(lambda: len(second.changes) >= len(expected))
+        await asyncio.sleep(0.3)
+    assert first in ([], expected[:1])
+    assert second.cursors == expected
+
+
+async def test_a_subscribe_sent_as_the_link_drops_returns_at_once_and_leaves_the_next_link_alone(
+        server: TestServer, proxy: TcpProxy, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    """The link is cut and the client has not seen it yet: its subscribe goes out on a dead link, and
+    python-socketio waits out the call's whole timeout for an answer that cannot come. The client waited
+    with it (10 s in the application's ``subscribe``), then took the timeout for a stalled link and
+    dropped the link it had made meanwhile, a healthy one: one reconnect more, for nothing."""
+    await deliver_blocks(http, url_of(server), range(2), pause=0)
+    recorder = Recorder()
+    client = TimebankClient(proxy.url, backoff_initial=0.05, backoff_max=0.2)
+    try:
+        await client.start()
+        assert proxy.cut() > 0
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await client.subscribe({"contract": MONSTERS}, recorder, since=0)
+        assert loop.time() - began < 3
+        await eventually(lambda: client.connections == 2 and client.state == "connected")
+        await deliver_blocks(http, url_of(server), range(2, 3), pause=0)
+        expected = await matching_cursors(db, "contract_id = $1", MONSTERS)
+        await eventually(lambda: len(recorder.changes) >= len(expected))
+        await asyncio.sleep(0.5)
+        assert recorder.cursors == expected and len(expected) == 12
+        assert client.connections == 2
     finally:
         await client.close()

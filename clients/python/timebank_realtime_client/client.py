@@ -130,16 +130,19 @@ class TimebankClient:
                                     key=key, last_cursor=stored, handled_cursor=stored)
         self._subscriptions.append(subscription)
         if self._connected.is_set():
+            sio = self._sio
             try:
                 await self._send_subscribe(subscription)
             except SubscriptionRefused:
                 self._subscriptions.remove(subscription)
                 raise
             except socketio.exceptions.SocketIOError as error:
-                # No answer (the link dropped, or the ack timed out): reconnect, which subscribes it
-                # again with the others, rather than leave the server's replay for it unclaimed.
+                # No answer: the link dropped (the reconnect subscribes it again with the others), or it
+                # stalled: drop it, rather than leave the server's replay for it unclaimed. Only that
+                # link: a newer one has subscribed it already.
                 logger.info("timebank: no answer to subscribe (%s: %s); reconnecting", type(error).__name__, error)
-                self._disconnected.set()
+                if self._sio is sio:
+                    self._disconnected.set()
         return subscription
 
     async def watch_transaction(
@@ -163,7 +166,7 @@ class TimebankClient:
             self._subscriptions.remove(subscription)
         if self._sio is not None and self._sio.connected and subscription.server_id:
             with contextlib.suppress(socketio.exceptions.SocketIOError):
-                await self._sio.call("unsubscribe", {"id": subscription.server_id}, timeout=5)
+                await self._call(self._sio, "unsubscribe", {"id": subscription.server_id}, timeout=5)
 
     async def close(self) -> None:
         self._closed = True
@@ -286,16 +289,35 @@ class TimebankClient:
     async def _send_subscribe(self, subscription: Subscription) -> None:
         if self._sio is None:
             raise SubscriptionRefused("not_connected", "the client is not connected")
+        sio = self._sio
         since = subscription.subscribed_since = subscription.resume_since()
-        reply = parse_reply(await self._sio.call("subscribe", {**subscription.payload, "since": since}, timeout=10))
+        reply = parse_reply(await self._call(sio, "subscribe", {**subscription.payload, "since": since}, timeout=10))
         if not isinstance(reply, SubscribeAck):
             raise SubscriptionRefused(reply.error.code, reply.error.message)
         subscription.filter = _filter_of(reply.filter, fallback=subscription.filter)
-        first = subscription.last_cursor is None
-        self._router.acknowledged(subscription, reply)
+        start = self._router.acknowledged(subscription, reply)
         # A live-only subscription with a key starts from its ack on the next run, not from "now" again.
-        if first and subscription.key is not None and subscription.last_cursor is not None:
-            await self.store.save(subscription.key, subscription.last_cursor)
+        # Its start, not last_cursor: the changes that came before the ack (in the same read) are queued
+        # by now, and a cursor saved is a change handled.
+        if start is not None and subscription.key is not None:
+            await self.store.save(subscription.key, start)
+
+    async def _call(self, sio: socketio.AsyncClient, event: str, data: dict[str, Any], *,
+                    timeout: float) -> Any:  # noqa: ASYNC109 (python-socketio's own timeout, passed on)
+        """``sio.call``, given up as soon as that link drops: python-socketio waits out the whole timeout
+        for an answer that can no longer come (raises DisconnectedError then)."""
+        answer = asyncio.ensure_future(sio.call(event, data, timeout=timeout))
+        answer.add_done_callback(_retrieved)
+        dropped = asyncio.ensure_future(self._disconnected.wait())
+        try:
+            await asyncio.wait({answer, dropped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            dropped.cancel()
+            if not answer.done():
+                answer.cancel()
+        if answer.done() and not answer.cancelled() and self._sio is sio:
+            return answer.result()
+        raise socketio.exceptions.DisconnectedError("the link dropped before the answer came")
 
     # --- receiving -----------------------------------------------------------------------------------------
 
@@ -364,6 +386,12 @@ def _while_current(client: TimebankClient, sio: socketio.AsyncClient,
         if client._sio is sio:
             await handler(*args)
     return on_message
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """A call given up on may still end in an error (its timeout): nobody asks, so mark it seen."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _filter_of(payload: Mapping[str, Any], fallback: Filter = NOTHING) -> Filter:

@@ -68,13 +68,15 @@ class ChangeRouter:
         for subscription in self._subscriptions:
             subscription.reset_for_connection()
 
-    def acknowledged(self, subscription: Subscription, ack: SubscribeAck) -> None:
-        """The server took the subscription: route what came for it before the ack was handled."""
+    def acknowledged(self, subscription: Subscription, ack: SubscribeAck) -> int | None:
+        """The server took the subscription: route what came for it before the ack was handled. Returns
+        where it starts (the ack's cursor for "now", else ``since``) when this is its first ack."""
         subscription.server_id, subscription.ack_cursor = ack.id, ack.cursor
         subscription.resume_from = None
+        start = None
         if subscription.last_cursor is None:
             since = subscription.since
-            subscription.last_cursor = ack.cursor if since == "now" else int(since)
+            start = subscription.last_cursor = ack.cursor if since == "now" else int(since)
         # Untagged changes that came before the ack: those not above its cursor are the replay's, and
         # dropped as repeats at eose; the others wait for eose.
         waiting, subscription.buffer = subscription.buffer, []
@@ -86,6 +88,7 @@ class ChangeRouter:
         if ack.id in self._early_eose:
             self._early_eose.discard(ack.id)
             self._go_live(subscription)
+        return start
 
     def on_change(self, change: Change, tags: list[str]) -> None:
         # Synchronous on purpose: routing state changes happen in arrival order.
