@@ -25,6 +25,7 @@ from timebank_realtime_client import (
     ConnectionState,
     Heartbeat,
     JsonFileCursorStore,
+    MemoryCursorStore,
     SubscriptionRefused,
     TimebankClient,
 )
@@ -343,3 +344,31 @@ async def test_a_subscribe_sent_as_the_link_drops_returns_at_once_and_leaves_the
         assert client.connections == 2
     finally:
         await client.close()
+
+
+class SlowStore(MemoryCursorStore):
+    """Saves that take a while, as a file on a busy disk does."""
+
+    async def save(self, key: str, cursor: int) -> None:
+        await asyncio.sleep(0.3)
+        await super().save(key, cursor)
+
+
+async def test_close_returns_once_the_last_handled_cursor_is_saved(server: TestServer, http: aiohttp.ClientSession,
+                                                                     db: asyncpg.Connection) -> None:
+    """A clean close and a new client on the same store: exactly once, not the at-least-once of a crash."""
+    await deliver_blocks(http, url_of(server), range(1), pause=0)
+    store, first = SlowStore(), Recorder()
+    client = TimebankClient(url_of(server), store=store)
+    await client.start()
+    await client.subscribe({}, first, key="bot", since=0)
+    await eventually(lambda: len(first.changes) == 5)
+    await client.close()  # the last handler has run; its cursor's save has just begun
+    assert store.cursors == {"bot": first.cursors[-1]}
+
+    await deliver_blocks(http, url_of(server), range(1, 2), pause=0)
+    second = Recorder()
+    async with TimebankClient(url_of(server), store=store) as again:
+        await again.subscribe({}, second, key="bot", since=0)
+        await eventually(lambda: len(second.changes) == 5)
+    assert first.cursors + second.cursors == await matching_cursors(db, "true")

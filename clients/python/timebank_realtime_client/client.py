@@ -72,6 +72,7 @@ class TimebankClient:
         self._token = token
         # Only a subscription with a key touches the store: the JSON file is made at its first save.
         self.store: CursorStore = store if store is not None else JsonFileCursorStore()
+        self._saving: asyncio.Future[None] | None = None  # the latest cursor save (close() waits for it)
         self._batch = batch
         self._transports = list(transports)
         self._backoff_initial = backoff_initial
@@ -176,6 +177,9 @@ class TimebankClient:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._saving is not None:
+            with contextlib.suppress(Exception):  # logged by _handle
+                await self._saving
         self._set_state("closed")
 
     # --- connection supervision ---------------------------------------------------------------------
@@ -372,8 +376,11 @@ class TimebankClient:
             logger.exception("timebank: handler failed for cursor %s", change.cursor)
         subscription.handled_cursor = change.cursor
         if subscription.key is not None:
+            # Shielded, and kept for close() to wait for: a save cut short by close() would land after
+            # it returned, and a client opened next on the same store would repeat handled changes.
+            self._saving = asyncio.ensure_future(self.store.save(subscription.key, change.cursor))
             try:
-                await self.store.save(subscription.key, change.cursor)
+                await asyncio.shield(self._saving)
             except Exception:
                 logger.exception("timebank: could not save cursor %s of %s", change.cursor, subscription.key)
 
