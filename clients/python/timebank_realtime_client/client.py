@@ -361,6 +361,9 @@ class TimebankClient:
             subscription, change = await self._deliveries.get()
             if subscription.active:
                 await self._handle(subscription, change)
+            # A plain-function handler with no key never suspends, and Queue.get() does not while the
+            # queue holds anything: yield, or a long backlog would starve the link (pings included).
+            await asyncio.sleep(0)
             if self._deliveries.qsize() <= self._max_pending // 10:
                 self._caught_up.set()
 
