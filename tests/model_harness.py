@@ -153,6 +153,11 @@ async def read_log(dsn: str) -> tuple[int, list[LogRow]]:
         rows = await conn.fetch(
             'SELECT c."cursor", c.change, e.contract_id, e.event_type, e.tx_hash, e.affected_addresses '
             'FROM chainhook_changes c JOIN chainhook_events e ON e.id = c.event_id ORDER BY c."cursor"')
+        # The log has no foreign key to the events (ingest speed): no logged change may name a missing one.
+        dangling = await conn.fetchval(
+            "SELECT count(*) FROM chainhook_changes c WHERE c.event_id IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM chainhook_events e WHERE e.id = c.event_id)")
+        assert dangling == 0, f"{dangling} logged changes name an event that does not exist"
     finally:
         await conn.close()
     return head, [LogRow(r["cursor"], "rollback" if r["change"] == "rollback" else "event", r["contract_id"],

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestServer
 
 from timebank_realtime.chainhook.models import parse_payload
@@ -147,3 +148,29 @@ async def test_tailer_recovers_when_its_listen_connection_is_killed(
     assert client.cursors == [1, 2, 3, 4, 5]
     # And it listens again.
     await wait_for_count(db, "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN %'", 1)
+
+
+async def test_every_logged_change_names_a_stored_event_and_events_cannot_be_deleted(
+        server: TestServer, http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
+    # The log has no foreign key to the events (it cost a lookup per change on ingest). Through an
+    # apply, a reorg that rolls the block back and applies another, and the first block again:
+    first, second = block_variant(1), block_variant(2)
+    reorg = copy.deepcopy(second)
+    reorg["rollback"] = copy.deepcopy(first["apply"])
+    back = copy.deepcopy(first)
+    back["rollback"] = copy.deepcopy(second["apply"])
+    for payload in (first, reorg, back):
+        status, _ = await post_webhook(http, url_of(server), payload)
+        assert status == 200
+    changes = await db.fetch("SELECT change, count(*) AS n FROM chainhook_changes WHERE event_id IS NOT NULL "
+                             "GROUP BY change")
+    assert {r["change"]: r["n"] for r in changes} == {"apply": 10, "rollback": 10, "restore": 5}
+    assert await db.fetchval(
+        "SELECT count(*) FROM chainhook_changes c WHERE c.event_id IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM chainhook_events e WHERE e.id = c.event_id)") == 0
+    # And none can go missing later: deleting events is refused, whatever the statement matches.
+    with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+        await db.execute("DELETE FROM chainhook_events WHERE block_hash = $1", f"0x{1:064x}")
+    with pytest.raises(asyncpg.RestrictViolationError):
+        await db.execute("DELETE FROM chainhook_events WHERE false")
+    assert await db.fetchval("SELECT count(*) FROM chainhook_events") == 10

@@ -71,18 +71,21 @@ FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::int[], $6::text
 RETURNING id, last_cursor
 """
 
-# After the rows of an append were COPYed with cursors head+1..last ($1, $2) and its blocks logged after
-# them: log the rows, move the cursor to the end ($8), record the delivery and notify, in one statement
-# (the rows are the only ones with a cursor in that range).
+# After the rows of an append were COPYed with cursors head+1..last row ($1, $2): log the delivery's new
+# and restored blocks ($8-$12, each hash once, in payload order) with the cursors after the rows, log
+# the rows, move the cursor to the end, record the delivery and notify, all in one statement (the rows
+# are the only ones with a cursor in that range). Returns the last cursor ($1 if nothing changed).
 _APPEND_TAIL_SQL = """
-WITH logged AS (
+WITH {blocks_logged}, logged AS (
     INSERT INTO chainhook_changes ("cursor", event_id, change)
     SELECT last_cursor, id, 'apply' FROM chainhook_events WHERE last_cursor > $1 AND last_cursor <= $2
+), tip AS (
+    SELECT $2 + (SELECT count(*) FROM blocks_logged) AS last
 ), moved AS (
-    UPDATE chainhook_cursor SET last_cursor = $8
+    UPDATE chainhook_cursor SET last_cursor = tip.last FROM tip WHERE tip.last > $1
 ), recorded AS ({record_delivery})
-SELECT pg_notify($7, $8::text)
-"""  # {record_delivery}: the delivery upsert below, with the statement's own parameter numbers
+SELECT last, CASE WHEN last > $1 THEN pg_notify($7, last::text) END FROM tip
+"""  # {blocks_logged}, {record_delivery}: the statements below, with this one's parameter numbers
 
 _RESTORE_SQL = """
 UPDATE chainhook_events AS e SET canonical = TRUE, last_cursor = u.last_cursor
@@ -101,32 +104,42 @@ SET source_format = EXCLUDED.source_format,
     deliveries = d.deliveries + 1
 """
 _RECORD_DELIVERY_SQL = _DELIVERY_UPSERT.format(uuid=1, fmt=2, network=3, height=4)
-_APPEND_TAIL_SQL = _APPEND_TAIL_SQL.format(record_delivery=_DELIVERY_UPSERT.format(uuid=3, fmt=4, network=5, height=6))
 
-# The blocks a delivery applies ($1-$5, each hash once, in payload order) that are new or come back
-# after a rollback, each taking the next cursor after $7 and logged as an apply or a restore.
-_APPLY_BLOCKS_SQL = """
-WITH given AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::int[])
+# The blocks a delivery applies (arrays of height, hash, time, transactions, events: each hash once, in
+# payload order) that are new or come back after a rollback, each taking the next cursor after
+# {after} and logged as an apply or a restore.
+_BLOCKS_LOGGED_CTE = """
+blocks_given AS (
+    SELECT * FROM unnest(${heights}::bigint[], ${hashes}::text[], ${times}::timestamptz[], ${transactions}::int[],
+                         ${events}::int[])
              WITH ORDINALITY AS g(block_height, block_hash, ts, transactions, events, n)
-), changed AS (
+), blocks_changed AS (
     SELECT g.*, b.id AS existing_id, row_number() OVER (ORDER BY g.n) AS k
-    FROM given g LEFT JOIN chainhook_blocks b ON b.block_hash = g.block_hash
+    FROM blocks_given g LEFT JOIN chainhook_blocks b ON b.block_hash = g.block_hash
     WHERE b.id IS NULL OR NOT b.canonical
-), inserted AS (
+), blocks_inserted AS (
     INSERT INTO chainhook_blocks (network, block_height, block_hash, "timestamp", transactions, events, last_cursor,
                                   chainhook_uuid)
-    SELECT $6, block_height, block_hash, ts, transactions, events, $7 + k, $8 FROM changed WHERE existing_id IS NULL
+    SELECT ${network}, block_height, block_hash, ts, transactions, events, ${after} + k, ${uuid}
+    FROM blocks_changed WHERE existing_id IS NULL
     RETURNING id, last_cursor
-), restored AS (
-    UPDATE chainhook_blocks AS b SET canonical = TRUE, last_cursor = $7 + c.k
-    FROM changed c WHERE b.id = c.existing_id
+), blocks_restored AS (
+    UPDATE chainhook_blocks AS b SET canonical = TRUE, last_cursor = ${after} + c.k
+    FROM blocks_changed c WHERE b.id = c.existing_id
     RETURNING b.id, b.last_cursor
-)
-INSERT INTO chainhook_changes ("cursor", block_id, change)
-SELECT last_cursor, id, 'apply' FROM inserted UNION ALL SELECT last_cursor, id, 'restore' FROM restored
-RETURNING "cursor"
-"""
+), blocks_logged AS (
+    INSERT INTO chainhook_changes ("cursor", block_id, change)
+    SELECT last_cursor, id, 'apply' FROM blocks_inserted
+    UNION ALL SELECT last_cursor, id, 'restore' FROM blocks_restored
+    RETURNING "cursor"
+)"""
+_APPLY_BLOCKS_SQL = ("WITH " + _BLOCKS_LOGGED_CTE.format(heights=1, hashes=2, times=3, transactions=4, events=5,
+                                                         network=6, after=7, uuid=8).strip()
+                     + '\nSELECT "cursor" FROM blocks_logged')
+_APPEND_TAIL_SQL = _APPEND_TAIL_SQL.format(
+    blocks_logged=_BLOCKS_LOGGED_CTE.format(heights=8, hashes=9, times=10, transactions=11, events=12, network=5,
+                                            after=2, uuid=3).strip(),
+    record_delivery=_DELIVERY_UPSERT.format(uuid=3, fmt=4, network=5, height=6))
 
 # The canonical blocks of the rolled-back hashes ($1) but those the delivery applies again ($2), newest
 # first, each taking the next cursor after $3 and logged as a rollback.
@@ -149,6 +162,13 @@ SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])
 
 # The order of the records copy_records makes.
 _COPY_COLUMNS = (*EVENT_COLUMNS, "last_cursor", "source_format", "network", "chainhook_uuid")
+
+
+def _block_columns(delivery: DeliveryHeader) -> list[list[Any]]:
+    """The delivery's blocks as the arrays the block statements take."""
+    blocks = delivery.blocks
+    return [[b.block_height for b in blocks], [pg_safe(b.block_hash) for b in blocks], [b.timestamp for b in blocks],
+            [b.transactions for b in blocks], [b.events for b in blocks]]
 
 
 async def _copy_rows(conn: asyncpg.Connection, records: Iterable[tuple[Any, ...]]) -> None:
@@ -244,28 +264,24 @@ class DeliveryWriter:
     async def _append(self, conn: asyncpg.Connection, rows: Iterable[EventRow],
                       delivery: DeliveryHeader) -> DeliveryResult | None:
         """The common case, fast, whether the delivery was parsed whole or is being streamed: every
-        row is new. COPY them with their cursors as they come, then log them, move the cursor, record
-        the delivery and notify, in one statement. None (and nothing written) if some row was stored
-        before: a repeated delivery or a restore, which the general path sorts out. ``delivery`` is
-        read as the rows are taken, since a streamed one is only complete after the last."""
+        row is new. COPY them with their cursors as they come, then log them and the delivery's
+        blocks, move the cursor, record the delivery and notify, in one statement. None (and nothing
+        written) if some row was stored before: a repeated delivery or a restore, which the general
+        path sorts out. ``delivery`` is read as the rows are taken, since a streamed one is only
+        complete after the last."""
         try:
             async with conn.transaction():
                 head: int = await conn.fetchval(_LOCK_CURSOR_SQL)
                 await _copy_rows(conn, copy_records(rows, head, delivery))
-                last_row = head + delivery.rows
                 # The delivery is complete now (streamed, its blocks are known after the last row).
-                blocks_applied = await self._apply_blocks(conn, delivery, last_row)
-                last = last_row + blocks_applied
-                uuid, network = pg_safe(delivery.chainhook_uuid), pg_safe(delivery.network)
-                if last > head:
-                    await conn.execute(_APPEND_TAIL_SQL, head, last_row, uuid, delivery.format, network,
-                                       delivery.tip_height, NOTIFY_CHANNEL, last)
-                else:
-                    await conn.execute(_RECORD_DELIVERY_SQL, uuid, delivery.format, network, delivery.tip_height)
+                last_row = head + delivery.rows
+                last: int = await conn.fetchval(
+                    _APPEND_TAIL_SQL, head, last_row, pg_safe(delivery.chainhook_uuid), delivery.format,
+                    pg_safe(delivery.network), delivery.tip_height, NOTIFY_CHANNEL, *_block_columns(delivery))
         except asyncpg.UniqueViolationError:
             return None
         return DeliveryResult(applied=delivery.rows, duplicates=delivery.repeats, rolled_back=0, restored=0,
-                              last_cursor=last if last > head else None, block_changes=blocks_applied)
+                              last_cursor=last if last > head else None, block_changes=last - last_row)
 
     async def _roll_back(self, conn: asyncpg.Connection, delivery: Delivery, rows: Sequence[EventRow],
                          head: int) -> list[tuple[int, int, str]]:
@@ -300,10 +316,8 @@ class DeliveryWriter:
         blocks = delivery.blocks
         if not blocks:
             return 0
-        logged = await conn.fetch(
-            _APPLY_BLOCKS_SQL, [b.block_height for b in blocks], [pg_safe(b.block_hash) for b in blocks],
-            [b.timestamp for b in blocks], [b.transactions for b in blocks], [b.events for b in blocks],
-            pg_safe(delivery.network), after, pg_safe(delivery.chainhook_uuid))
+        logged = await conn.fetch(_APPLY_BLOCKS_SQL, *_block_columns(delivery), pg_safe(delivery.network), after,
+                                  pg_safe(delivery.chainhook_uuid))
         return len(logged)
 
     async def _roll_back_blocks(self, conn: asyncpg.Connection, delivery: Delivery, after: int) -> int:
