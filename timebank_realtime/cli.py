@@ -24,7 +24,7 @@ from .app import create_app
 from .errors import MigrationError
 from .events import FILTER_FIELDS
 from .http.serving import CannotListen, serve_until_signalled
-from .importer import ImportAborted, ImportProgress, import_files
+from .importer import ImportAborted, ImportProgress, default_parse_workers, import_files
 from .logs import configure_logging
 from .realtime.subscriptions import FilterError, parse_filter
 from .settings import (
@@ -112,7 +112,7 @@ def _run_import(settings: ImportSettings, args: argparse.Namespace, paths: list[
         try:
             return await import_files(DeliveryWriter(pool), paths, batch_events=args.batch_events,
                                       abort_on_error=args.abort_on_error, report=bar.progress, skipped=bar.skipped,
-                                      networks=settings.chainhook_networks)
+                                      networks=settings.chainhook_networks, parse_workers=args.parse_workers)
         finally:
             await pool.close()
 
@@ -215,6 +215,13 @@ def _settings_epilog(model: type[BaseSettings], when: str = "") -> str:
             + ", ".join(environment_variables(model)))
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return number
+
+
 def _since(value: str) -> int | str:
     if value == "now":
         return value
@@ -236,6 +243,9 @@ def _parser() -> argparse.ArgumentParser:
                                    epilog=_settings_epilog(SETTINGS_READ["import"]))
     importer.add_argument("files", nargs="+")
     importer.add_argument("--batch-events", type=int, default=5000, help="events per transaction (default 5000)")
+    importer.add_argument("--parse-workers", type=_positive, default=default_parse_workers(),
+                          help="processes parsing lines while this one stores (default: the cores but one, "
+                               "at least 1)")
     importer.add_argument("--abort-on-error", action="store_true",
                           help="stop at the first malformed line instead of reporting and skipping it")
     tail = commands.add_parser("tail", help="print live events from a running service",

@@ -9,10 +9,15 @@ in /api/status) is never another chainhook's.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import multiprocessing
+import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,29 +49,88 @@ class ImportProgress:
         return self.events / max(time.monotonic() - self.started, 1e-9)
 
 
-def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: bool,
-                    skipped: Callable[[str], None], networks: Mapping[str, str]) -> Iterator[Delivery]:
-    """Normalized deliveries, line by line; a bad line is recorded and told to ``skipped`` (or
-    aborts), and never applied."""
-    done_before = progress.bytes_read
+# Lines are parsed in other processes, this many bytes of them at a time, while this one stores the
+# deliveries parsed before: parsing and the database work at once.
+CHUNK_BYTES = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    path: str
+    first_line: int
+    lines: list[bytes]
+    bytes_read: int  # of the file, once these lines are done (compressed bytes for .gz)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    deliveries: list[Delivery]
+    # (index in ``deliveries`` before which it occurred, "path:line: error") of each malformed line
+    malformed: list[tuple[int, str]]
+    bytes_read: int
+
+
+def _chunks(path: Path, chunk_bytes: int) -> Iterator[_Chunk]:
     with path.open("rb") as raw:
         gzipped = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         lines: Iterable[bytes] = gzip.GzipFile(fileobj=raw) if gzipped else raw
-        for number, line in enumerate(lines, start=1):
-            progress.bytes_read = done_before + raw.tell()  # compressed bytes: what ETA is measured in
-            if not line.strip():
-                continue
-            try:
-                delivery = parse_delivery(line, networks)
-            except (UnicodeDecodeError, json.JSONDecodeError, PayloadError) as error:
-                message = f"{path}:{number}: {error}"
-                if abort_on_error:
-                    raise ImportAborted(message) from None
-                progress.skipped_lines.append(message)
-                skipped(message)
-                continue
-            yield delivery
+        batch: list[bytes] = []
+        first, size = 1, 0
+        for line in lines:
+            batch.append(line)
+            size += len(line)
+            if size >= chunk_bytes:
+                yield _Chunk(str(path), first, batch, raw.tell())
+                first, batch, size = first + len(batch), [], 0
+        if batch:
+            yield _Chunk(str(path), first, batch, raw.tell())
+
+
+def parse_chunk(chunk: _Chunk, networks: Mapping[str, str]) -> _Parsed:
+    """The deliveries of a chunk's lines, and what was wrong with the malformed ones (in a worker process)."""
+    deliveries: list[Delivery] = []
+    malformed: list[tuple[int, str]] = []
+    for number, line in enumerate(chunk.lines, start=chunk.first_line):
+        if not line.strip():
+            continue
+        try:
+            deliveries.append(parse_delivery(line, networks))
+        except (UnicodeDecodeError, json.JSONDecodeError, PayloadError) as error:
+            malformed.append((len(deliveries), f"{chunk.path}:{number}: {error}"))
+    return _Parsed(deliveries, malformed, chunk.bytes_read)
+
+
+async def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: bool,
+                          skipped: Callable[[str], None], networks: Mapping[str, str],
+                          parsers: Executor, ahead: int) -> AsyncIterator[Delivery]:
+    """Normalized deliveries, line by line, parsed by ``parsers`` up to ``ahead`` chunks ahead of the
+    caller; a bad line is recorded and told to ``skipped`` (or aborts), and never applied."""
+    loop = asyncio.get_running_loop()
+    done_before = progress.bytes_read
+    chunks = _chunks(path, CHUNK_BYTES)
+    pending: deque[asyncio.Future[_Parsed]] = deque()
+    try:
+        while True:
+            while len(pending) < ahead and (chunk := next(chunks, None)) is not None:
+                pending.append(loop.run_in_executor(parsers, parse_chunk, chunk, networks))
+            if not pending:
+                return
+            parsed = await pending.popleft()
+            malformed = deque(parsed.malformed)
+            for index, delivery in enumerate([*parsed.deliveries, None]):
+                while malformed and malformed[0][0] == index:
+                    _, message = malformed.popleft()
+                    if abort_on_error:
+                        raise ImportAborted(message)
+                    progress.skipped_lines.append(message)
+                    skipped(message)
+                if delivery is not None:
+                    yield delivery
+            progress.bytes_read = done_before + parsed.bytes_read  # compressed bytes: what ETA is measured in
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def _source(delivery: Delivery) -> tuple[str, str, str]:
@@ -89,9 +153,25 @@ def merge(batch: list[Delivery]) -> Delivery:
                     tip_height=tip_height(d.tip_height for d in batch), blocks=tuple(blocks.values()))
 
 
+def default_parse_workers() -> int:
+    """One process per core but the one that stores (and shares its core with the database)."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 async def import_files(writer: DeliveryWriter, paths: list[Path], *, batch_events: int, abort_on_error: bool,
                        report: Callable[[ImportProgress], None], skipped: Callable[[str], None],
-                       networks: Mapping[str, str] = NO_OVERRIDES) -> ImportProgress:
+                       networks: Mapping[str, str] = NO_OVERRIDES, parse_workers: int = 1) -> ImportProgress:
+    """Store the files' deliveries in order. ``parse_workers`` processes parse lines meanwhile ("spawn":
+    this process has threads, which fork would copy in whatever state they were)."""
+    with ProcessPoolExecutor(parse_workers, mp_context=multiprocessing.get_context("spawn")) as parsers:
+        return await _import(writer, paths, batch_events=batch_events, abort_on_error=abort_on_error,
+                             report=report, skipped=skipped, networks=dict(networks), parsers=parsers,
+                             ahead=parse_workers + 1)
+
+
+async def _import(writer: DeliveryWriter, paths: list[Path], *, batch_events: int, abort_on_error: bool,
+                  report: Callable[[ImportProgress], None], skipped: Callable[[str], None],
+                  networks: Mapping[str, str], parsers: Executor, ahead: int) -> ImportProgress:
     progress = ImportProgress()
     batch: list[Delivery] = []
 
@@ -107,8 +187,8 @@ async def import_files(writer: DeliveryWriter, paths: list[Path], *, batch_event
 
     for path in paths:
         end_of_file = progress.bytes_read + path.stat().st_size
-        for delivery in read_deliveries(path, progress, abort_on_error=abort_on_error, skipped=skipped,
-                                        networks=networks):
+        async for delivery in read_deliveries(path, progress, abort_on_error=abort_on_error, skipped=skipped,
+                                              networks=networks, parsers=parsers, ahead=ahead):
             progress.payloads += 1
             progress.events += len(delivery.events)
             if batch and _source(batch[-1]) != _source(delivery):
