@@ -43,7 +43,7 @@ POINTS = {
                     "event_type, event_data, success, \"timestamp\", last_cursor, source_format) "
                     "VALUES ($1, $2, $3, 1, 0, 'print_event', '{}', TRUE, now(), 1000000, 'v1')", "COPY"),
     "before_commit": ("INSERT INTO chainhook_deliveries (chainhook_uuid, source_format, last_block_height, "
-                      "last_delivery_at, deliveries) VALUES ($1, 'v1', 0, now(), 1)", "WITH logged"),
+                      "last_delivery_at, deliveries) VALUES ($1, 'v1', 0, now(), 1)", "WITH blocks_given"),
 }
 
 
