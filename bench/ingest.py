@@ -6,7 +6,8 @@ memory a single very large delivery takes.
 Ours: ``timebank-realtime serve`` in its own process, sent synthetic Chainhook payloads (v1 and 2.0,
 from ``synthetic.py``) on its webhook: JSON parsing, validation, normalization, the delivery
 transaction with its change log and cursor, commit; its tailer reads every change back, as in
-production. POSTed one at a time, as Chainhook sends them, and also 4 at a time. Reference: the same
+production. POSTed one at a time, as Chainhook sends them, and also 4 at a time; and one at a time with
+``STREAM_DELIVERY_BYTES=0`` (every body parsed while its rows are stored). Reference: the same
 normalized rows COPYed by asyncpg into a table with the same columns and indexes, one COPY per
 payload, committed. Large: one payload of about ``--large-mb`` MB; the server's peak RSS (VmHWM)
 above what it held before, as a multiple of the payload size. Each run uses a fresh database on the
@@ -59,9 +60,10 @@ async def post_all(url: str, bodies: list[bytes], in_flight: int) -> float:
         return time.perf_counter() - started
 
 
-async def ours_rate(server: str, name: str, bodies: list[bytes], changes: int, in_flight: int) -> float:
+async def ours_rate(server: str, name: str, bodies: list[bytes], changes: int, in_flight: int,
+                    **settings: str) -> float:
     dsn = await fresh_database(server, name)
-    async with ours(dsn) as service:
+    async with ours(dsn, **settings) as service:
         seconds = await post_all(service.url, bodies, in_flight)
     return changes / seconds
 
@@ -99,12 +101,16 @@ async def throughput(server: str, count: int, sizes: list[int]) -> dict[str, Any
             raw = await raw_copy_rate(server, "ingest_raw", documents)
             sequential = await ours_rate(server, "ingest_ours", bodies, changes, 1)
             concurrent = await ours_rate(server, "ingest_ours", bodies, changes, 4)
+            # Every body parsed as it is stored (the streamed path), one at a time.
+            streamed = await ours_rate(server, "ingest_ours", bodies, changes, 1, STREAM_DELIVERY_BYTES="0")
             row = {"changes_per_payload": changes // count, "raw_copy_events_per_s": round(raw),
                    "ours_events_per_s": round(sequential), "ratio": round(sequential / raw, 2),
-                   "ours_4_in_flight_events_per_s": round(concurrent), "ratio_4_in_flight": round(concurrent / raw, 2)}
+                   "ours_4_in_flight_events_per_s": round(concurrent), "ratio_4_in_flight": round(concurrent / raw, 2),
+                   "ours_streamed_events_per_s": round(streamed), "ratio_streamed": round(streamed / raw, 2)}
             figures[f"{events}/{fmt}"] = row
             print(f"{events:>5} events/payload {fmt:<3}  raw COPY {raw:>8,.0f}/s  ours {sequential:>8,.0f}/s "
-                  f"({sequential / raw:.2f})  4 in flight {concurrent:>8,.0f}/s ({concurrent / raw:.2f})", flush=True)
+                  f"({sequential / raw:.2f})  4 in flight {concurrent:>8,.0f}/s ({concurrent / raw:.2f})  "
+                  f"streamed {streamed:>8,.0f}/s ({streamed / raw:.2f})", flush=True)
     return figures
 
 
