@@ -23,7 +23,8 @@ from _harness import command_line, server_dsn
 TARGET = "index_cost_target"
 # The indexes migration 6 adds (sql/0006_history_plans.sql).
 NEW_INDEXES = ("chainhook_events_height_cursor_gist_idx", "chainhook_events_failed_type_cursor_idx",
-               "chainhook_events_failed_contract_cursor_idx")
+               "chainhook_events_failed_contract_cursor_idx", "chainhook_events_failed_height_cursor_gist_idx",
+               "chainhook_events_contract_height_idx")
 
 
 async def index_definitions(conn: asyncpg.Connection) -> dict[str, str]:

@@ -126,7 +126,9 @@ def _page_order(query: EventQuery) -> str:
     along it (they sit together: cursors follow heights). Cursors are unique, so the order is the same."""
     if query.from_height is None and query.to_height is None:
         return f"last_cursor {'DESC' if query.order == 'desc' else 'ASC'}"
-    origin = "9223372036854775807" if query.order == "desc" else "0"
+    # The index ranks by a float8 distance, exact below 2**53 only: so the end is 2**53, not the largest
+    # bigint (from which every cursor's distance rounds alike, and pages came out of order).
+    origin = str(2**53) if query.order == "desc" else "0"
     return f"last_cursor <-> {origin}::bigint"
 
 
