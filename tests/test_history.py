@@ -96,6 +96,23 @@ async def test_each_filter_returns_exactly_its_rows(params: dict[str, Any], wher
     assert [e["id"] for e in body["events"]] == expected
 
 
+@pytest.mark.parametrize("order", ["ASC", "DESC"])
+@pytest.mark.parametrize(("params", "where"), [
+    ({"from_height": "6743", "to_height": "112193"}, "block_height BETWEEN 6743 AND 112193"),
+    ({"from_height": "6743"}, "block_height >= 6743"),
+    ({"to_height": "112193", "success": "true"}, "block_height <= 112193 AND success"),
+])
+async def test_a_height_range_pages_in_cursor_order_both_ways(params: dict[str, str], where: str, order: str,
+                                                             loaded: TestServer, http: aiohttp.ClientSession,
+                                                             db: asyncpg.Connection) -> None:
+    # With a height filter the query orders by distance from the log's start or end (store/reads.py): it
+    # must be the cursor order still, page after page, in both directions.
+    events = await page_all(http, loaded, limit="3", order=order.lower(), **params)
+    expected = await sql_ids(db, f"canonical AND {where}", order=order)
+    assert len(expected) > 3
+    assert [e["id"] for e in events] == expected
+
+
 async def test_rolled_back_events_only_on_request(loaded: TestServer, http: aiohttp.ClientSession,
                                                   db: asyncpg.Connection) -> None:
     reorg = load_fixture("v1-stacks-nakamoto-testnet-nft-mint-print-event.json")

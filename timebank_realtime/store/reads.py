@@ -90,7 +90,7 @@ _EVENT_COLUMNS = f'id, last_cursor AS "cursor", {_event_column_list()}, canonica
 
 
 def _event_conditions(query: EventQuery) -> tuple[list[str], list[Any]]:
-    """WHERE clauses for a history query; every value is a bound parameter."""
+    """WHERE clauses for a history query; every value but ``success`` (a bool) is a bound parameter."""
     single_type = query.event_types[0] if len(query.event_types) == 1 else None
     several_types = list(query.event_types) if len(query.event_types) > 1 else None
     wanted: list[tuple[str, Any]] = [
@@ -104,11 +104,13 @@ def _event_conditions(query: EventQuery) -> tuple[list[str], list[Any]]:
         ("network = {n}", query.network),
         ("block_height >= {n}", query.from_height),
         ("block_height <= {n}", query.to_height),
-        ("success = {n}", query.success),
         ("last_cursor > {n}", query.after),
         ("last_cursor < {n}", query.before),
     ]
     conditions = [] if query.include_rolled_back else ["canonical"]
+    if query.success is not None:
+        # Written out, not bound: a cached generic plan could not use the partial indexes WHERE NOT success.
+        conditions.append("success" if query.success else "NOT success")
     arguments: list[Any] = []
     for template, value in wanted:
         if value is not None:
@@ -117,13 +119,25 @@ def _event_conditions(query: EventQuery) -> tuple[list[str], list[Any]]:
     return conditions, arguments
 
 
+def _page_order(query: EventQuery) -> str:
+    """ORDER BY for a history page. With a height range, the same order as the distance from the log's start
+    (or end): that is what the GiST index on (block_height, last_cursor) delivers, a range's rows nearest
+    first, and it keeps PostgreSQL from walking the cursor index in order hoping the range's rows are spread
+    along it (they sit together: cursors follow heights). Cursors are unique, so the order is the same."""
+    if query.from_height is None and query.to_height is None:
+        return f"last_cursor {'DESC' if query.order == 'desc' else 'ASC'}"
+    # The index ranks by a float8 distance, exact below 2**53 only: so the end is 2**53, not the largest
+    # bigint (from which every cursor's distance rounds alike, and pages came out of order).
+    origin = str(2**53) if query.order == "desc" else "0"
+    return f"last_cursor <-> {origin}::bigint"
+
+
 def events_page_sql(query: EventQuery) -> tuple[str, ...]:
     """The history query and its arguments (public so that the benchmark can EXPLAIN exactly it)."""
     conditions, arguments = _event_conditions(query)
-    direction = "DESC" if query.order == "desc" else "ASC"
     arguments.append(query.limit + 1)
     sql = (f"SELECT {_EVENT_COLUMNS} FROM chainhook_events WHERE {' AND '.join(conditions) or 'TRUE'} "
-           f"ORDER BY last_cursor {direction} LIMIT ${len(arguments)}")
+           f"ORDER BY {_page_order(query)} LIMIT ${len(arguments)}")
     return (sql, *arguments)
 
 
