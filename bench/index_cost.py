@@ -1,8 +1,8 @@
 """What an index of chainhook_events costs ingest: the time to COPY the same 100,000 rows into a copy of
-the table with the indexes of migrations 1-5, then with each index of migration 6 added, then with the
-indexes migration 6 leaves.
+the table with the indexes of migrations 1-6, then with each index of migration 7 added, then with the
+indexes migration 7 leaves.
 
-    .venv/bin/python bench/history_data.py       # once: the rows to copy (and migration 6 applied)
+    .venv/bin/python bench/history_data.py       # once: the rows to copy (and migration 7 applied)
     .venv/bin/python bench/index_cost.py [--rows 100000] [--repeat 3]
 
 Each variant is a fresh table (same columns, constraints and index definitions as chainhook_events); the
@@ -22,7 +22,7 @@ import asyncpg
 from _harness import command_line, server_dsn
 
 TARGET = "index_cost_target"
-# The index migration 6 drops, as it was, and those it adds (sql/0006_history_plans.sql).
+# The index migration 7 drops, as it was, and those it adds (sql/0007_history_plans.sql).
 DROPPED = f"CREATE INDEX chainhook_events_height_cursor_idx_copy ON {TARGET} (block_height, last_cursor)"
 NEW_INDEXES = ("chainhook_events_height_cursor_gist_idx", "chainhook_events_failed_type_cursor_idx",
                "chainhook_events_failed_contract_cursor_idx", "chainhook_events_failed_height_cursor_gist_idx",
@@ -64,10 +64,10 @@ async def run(dsn: str, rows: int, repeat: int, added: tuple[str, ...]) -> None:
         quoted = ", ".join(f'"{c}"' for c in columns)
         records = await conn.fetch(f"SELECT {quoted} "
                                    "FROM chainhook_events ORDER BY id LIMIT $1", rows)
-        variants = {"migrations 1-5": base,
+        variants = {"migrations 1-6": base,
                     **{f"+ {name}": [*base, definitions[name]] for name in added},
-                    "migration 6 (all of them, the btree dropped)": [*kept, *(definitions[name] for name in added)]}
-        print(f"COPY {len(records)} rows; {len(base)} indexes besides the keys in migrations 1-5")
+                    "migration 7 (all of them, the btree dropped)": [*kept, *(definitions[name] for name in added)]}
+        print(f"COPY {len(records)} rows; {len(base)} indexes besides the keys in migrations 1-6")
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(repeat):  # round after round, so that a slow spell of the machine hits every variant
             for name, indexes in variants.items():
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--index", action="append", help="an index of chainhook_events to price (default: "
-                        "those of migration 6)")
+                        "those of migration 7)")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench"))
     args = parser.parse_args()
     asyncio.run(run(server_dsn(args.data_dir), args.rows, args.repeat, tuple(args.index or NEW_INDEXES)))
