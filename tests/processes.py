@@ -119,5 +119,6 @@ class ServiceProcess(ServerProcess):
     def __init__(self, log_path: Path, port: int | None = None, **settings: str) -> None:
         self.port = port or free_port()
         env = service_env(HOST="127.0.0.1", PORT=str(self.port), TAILER_POLL_SECONDS="0.25",
-                          SOCKET_PING_INTERVAL_SECONDS="1", **{"SHUTDOWN_DRAIN_SECONDS": "0", "WORKERS": "1", **settings})
+                          SOCKET_PING_INTERVAL_SECONDS="1",
+                          **{"SHUTDOWN_DRAIN_SECONDS": "0", "WORKERS": "1", **settings})
         super().__init__("service", SERVE, url=f"http://127.0.0.1:{self.port}", log_path=log_path, env=env)
