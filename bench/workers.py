@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each worker count, alternating")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--events", type=int, default=100, help="changes per delivery")
-    parser.add_argument("--messages", type=int, default=400_000, help="messages per run, roughly")
+    parser.add_argument("--messages", type=int, default=1_000_000, help="messages per run, roughly")
     parser.add_argument("--single", action="store_true",
                         help="a message per change (an unmodified socket.io client), not a frame per delivery")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench-workers"))
