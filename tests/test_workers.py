@@ -97,6 +97,18 @@ async def test_workers_share_the_port_and_each_client_gets_every_change_once_in_
     assert log.count("listening on http://127.0.0.1:") == 2 and log.count(" stopped") == 2
 
 
+async def test_ctrl_c_to_the_parent_drains_every_worker_and_exits_0(tmp_path: Path, database_url: str) -> None:
+    service, pids = await start_workers(tmp_path, database_url)
+    try:
+        service.process.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C, to the parent alone
+        status = await asyncio.to_thread(service.process.wait, 60)
+    finally:
+        service.stop()
+    assert status == 0
+    assert all(gone(pid) for pid in pids)
+    assert service.log().count(" stopped") == 2
+
+
 async def test_a_worker_killed_stops_the_others_and_the_service_exits_1(tmp_path: Path, database_url: str) -> None:
     service, pids = await start_workers(tmp_path, database_url)
     try:
