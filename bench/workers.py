@@ -5,11 +5,13 @@
 
 Ours alone, on a fresh database each time, with ``WORKERS`` set; the load client (``loadclient.mjs``,
 socket.io-client in Node, websocket) opens ``--clients`` connections, which the kernel spreads over
-the workers, subscribes each to everything and POSTs the deliveries back to back (each POST reaches
-any worker). Figure: events delivered per second summed over all clients, from the first POST to the
-last arrival, as in ``fanout.py``'s burst. Rounds alternate 1 and 2 workers so that a machine getting
-busier or quieter affects both. The load client runs on the same machine and competes with the
-workers for its cores. Prints each run and the range per worker count; writes results/workers.json.
+the workers, subscribes each to everything and POSTs the deliveries back to back (to whichever worker
+its HTTP connection landed on: every worker pushes every change from the log). Figure: events
+delivered per second summed over all clients, from the first POST to the last arrival, as in
+``fanout.py``'s burst. Rounds alternate 1 and 2 workers so that a machine getting busier or quieter
+affects both. The load client runs on the same machine and competes with the workers for its cores.
+Prints each run and the range per worker count; writes results/workers.json (workers-single.json
+with ``--single``).
 Exits 1 if any run lost or duplicated a change.
 """
 
@@ -87,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     figures, ok = asyncio.run(run(args))
     print_summary(figures)
-    write_results(RESULTS, figures)
+    write_results(RESULTS.with_name("workers-single.json") if args.single else RESULTS, figures)
     sys.exit(0 if ok else 1)
 
 
