@@ -91,8 +91,10 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             # A process group of its own: a terminal's Ctrl-C reaches this process only, which passes it
-            # on once (a second one would cut the worker's drain short).
-            worker = await asyncio.create_subprocess_exec(*worker_command(os.getpid()), env=env, process_group=0)
+            # on once (a second one would cut the worker's drain short). Out of the terminal's foreground
+            # group, a read of it would stop the worker: it gets no stdin.
+            worker = await asyncio.create_subprocess_exec(*worker_command(os.getpid()), env=env, process_group=0,
+                                                          stdin=asyncio.subprocess.DEVNULL)
             self._workers.append(worker)
             if self._stopping.is_set():  # signalled while it was being started
                 worker.send_signal(signal.SIGTERM)
