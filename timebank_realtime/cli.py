@@ -225,17 +225,18 @@ def _settings_epilog(model: type[BaseSettings], when: str = "") -> str:
             + ", ".join(environment_variables(model)))
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return number
+
+
 def _since(value: str) -> int | str:
     if value == "now":
         return value
     if not value.isdigit():
         raise argparse.ArgumentTypeError(f"{value!r} is not a cursor (a whole number) or now")
-    return int(value)
-
-
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
     return int(value)
 
 
