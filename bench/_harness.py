@@ -86,10 +86,12 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
 
 @asynccontextmanager
 async def ours(dsn: str, **settings: str) -> AsyncIterator[Server]:
-    """``timebank-realtime serve`` on a loopback port, ready (migrated, tailer running)."""
+    """``timebank-realtime serve`` on a loopback port, ready (migrated, tailer running). One worker unless
+    ``WORKERS`` says otherwise, so that a figure per process (RSS) is the server's."""
     port = free_port()
     env = environment(("CHAINHOOK_WEBHOOK_SECRET", "SOCKET_AUTH_SECRET"),
-                      DATABASE_URL=dsn, HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="WARNING", **settings)
+                      DATABASE_URL=dsn, HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="WARNING",
+                      **{"WORKERS": "1", **settings})
     server = Server("ours", SERVE, url=f"http://127.0.0.1:{port}", env=env)
     try:
         await server.wait_ready("/readyz")

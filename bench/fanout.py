@@ -84,7 +84,9 @@ class Workload:
 def build_workload(deliveries: int, shape: synthetic.Shape, first_height: int = 2_000_000) -> Workload:
     workload = Workload()
     for document in synthetic.payloads(first_height, deliveries, shape):
-        rows = [{**asdict(row), "id": 0, "cursor": 0} for row in normalize(parse_payload(document)).events]
+        # What the store adds to a row (events.SOURCE_COLUMNS), so the references send messages as large as ours.
+        source = {"network": "mainnet", "chainhook_uuid": document["chainhook"]["uuid"], "asset_identifier": None}
+        rows = [{**asdict(row), "id": 0, "cursor": 0, **source} for row in normalize(parse_payload(document)).events]
         keys = [f"{row['tx_hash']}:{row['event_index']}" for row in rows]
         workload.ours.append({"body": json.dumps(document), "keys": keys})
         workload.reference.append({"body": json.dumps({"changes": [event_message(r) for r in rows]}), "keys": keys})

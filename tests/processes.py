@@ -113,10 +113,12 @@ def service_env(**settings: str) -> dict[str, str]:
 
 class ServiceProcess(ServerProcess):
     """``timebank-realtime serve`` on ``port`` (a free one by default) with quick timings and the given
-    settings; its output in ``log_path``."""
+    settings; its output in ``log_path``. One worker unless ``WORKERS`` says otherwise: a test that polls
+    must reach the process holding its Engine.IO session."""
 
     def __init__(self, log_path: Path, port: int | None = None, **settings: str) -> None:
         self.port = port or free_port()
         env = service_env(HOST="127.0.0.1", PORT=str(self.port), TAILER_POLL_SECONDS="0.25",
-                          SOCKET_PING_INTERVAL_SECONDS="1", **{"SHUTDOWN_DRAIN_SECONDS": "0", **settings})
+                          SOCKET_PING_INTERVAL_SECONDS="1",
+                          **{"SHUTDOWN_DRAIN_SECONDS": "0", "WORKERS": "1", **settings})
         super().__init__("service", SERVE, url=f"http://127.0.0.1:{self.port}", log_path=log_path, env=env)

@@ -39,6 +39,7 @@ from .store.db import create_pool
 from .store.deliveries import DeliveryWriter
 from .store.embedded import EmbeddedPostgresMissing, require_database, resolve_dsn
 from .store.migrate import migrate
+from .workers import WorkersUnsupported, check_workers, default_workers, supervise
 
 # `import` finished, but skipped malformed lines (they are listed on stderr).
 IMPORT_SKIPPED_LINES = 4
@@ -51,17 +52,26 @@ SETTINGS_READ: dict[str, type[DatabaseSettings]] = {"serve": Settings, "migrate"
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-async def _serve_app(settings: Settings) -> None:
-    await serve_until_signalled(create_app(settings), settings)
+async def _serve_app(settings: Settings, parent_pid: int | None) -> int:
+    await serve_until_signalled(create_app(settings), settings, parent_pid=parent_pid)
+    return 0
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    # One worker is the server itself, in this process; a worker of a parent is one of its N.
+    workers: int = args.workers or settings.workers or default_workers()
     try:
-        asyncio.run(_serve_app(settings))
+        check_workers(settings, workers)
+    except WorkersUnsupported as error:
+        print(f"invalid configuration: {error}", file=sys.stderr)
+        return 2
+    try:
+        if workers == 1:
+            return asyncio.run(_serve_app(settings, args.worker_of))
+        return asyncio.run(supervise(settings, workers))
     except CannotListen as error:
         logging.getLogger("timebank_realtime").error("%s", error)
         return 1
-    return 0
 
 
 def _migrate(settings: DatabaseSettings) -> int:
@@ -235,8 +245,13 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Chainhook webhook -> PostgreSQL -> Socket.IO")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('timebank-realtime')}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the webhook target and Socket.IO server",
-                        epilog=_settings_epilog(SETTINGS_READ["serve"]))
+    serve = commands.add_parser("serve", help="run the webhook target and Socket.IO server",
+                                epilog=_settings_epilog(SETTINGS_READ["serve"]))
+    serve.add_argument("--workers", type=_positive,
+                       help="server processes sharing the port (default: WORKERS, else one per core); 1: this "
+                            "process alone. Clients on HTTP long-polling need 1, or a balancer sticky to a process")
+    # Internal: how the parent of --workers N starts each of them.
+    serve.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
     commands.add_parser("migrate", help="apply database migrations and exit",
                         epilog=_settings_epilog(SETTINGS_READ["migrate"]))
     importer = commands.add_parser("import", help="backfill from Chainhook file_append output (NDJSON, .gz too)",
@@ -272,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         require_database(settings)
         configure_logging(settings.log_level, settings.log_format)
         if isinstance(settings, Settings):  # serve's
-            return _serve(settings)
+            return _serve(settings, args)
         if isinstance(settings, ImportSettings):
             return _import(settings, args)
         return _migrate(settings)

@@ -87,6 +87,9 @@ class ImportSettings(DatabaseSettings):
 class Settings(ImportSettings, AddressSettings):
     """Everything ``serve`` reads. Every setting is documented in .env.example; keep the two in step."""
 
+    # Server processes sharing the port (SO_REUSEPORT); unset: one per core (``serve --workers`` overrides).
+    workers: int | None = Field(default=None, ge=1)
+
     chainhook_webhook_secret: SecretStr | None = None
     max_payload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     stream_delivery_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
@@ -113,6 +116,11 @@ class Settings(ImportSettings, AddressSettings):
     ready_max_lag_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, gt=0)
     shutdown_drain_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _empty_workers_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod
