@@ -12,7 +12,7 @@ import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestServer
 
-from .conftest import Listener, eventually, load_fixture, post_webhook, url_of
+from .conftest import Listener, StartService, eventually, load_fixture, post_webhook, url_of
 
 OpenListener = Callable[..., Awaitable[Listener]]
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
@@ -98,3 +98,12 @@ async def gc_pauses(http: aiohttp.ClientSession, server: TestServer) -> dict[str
         text = await response.text()
     return {g: (metric(text, "timebank_gc_pause_seconds_count", generation=g),
                 metric(text, "timebank_gc_pause_seconds_sum", generation=g)) for g in "012"}
+
+
+async def test_a_served_process_freezes_what_it_started_with(start_service: StartService, database_url: str,
+                                                             http: aiohttp.ClientSession) -> None:
+    service = await start_service(DATABASE_URL=database_url)
+    async with http.get(service.url + "/metrics") as response:
+        text = await response.text()
+    # Modules, classes and the app's own objects: tens of thousands, out of every full collection.
+    assert metric(text, "timebank_gc_frozen_objects") > 10_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -43,6 +44,9 @@ class Metrics:
                                           "Python garbage collections, by generation: each stops the event loop.",
                                           ["generation"], registry=r,
                                           buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1))
+        self.gc_frozen = Gauge("timebank_gc_frozen_objects", "Objects alive once started, moved out of the garbage "
+                               "collector's reach (gc.freeze): never traversed by a collection.", registry=r)
+        self.gc_frozen.set_function(gc.get_freeze_count)
 
     def watch(self, sockets: Callable[[], float], subscriptions_by_kind: Callable[[], dict[str, int]],
               socket_writes: Callable[[], dict[str, int]]) -> None:

@@ -4,6 +4,7 @@ sends it some, finishes what it took, and sends its sockets elsewhere (docs/depl
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ async def serve_until_signalled(app: web.Application, settings: Settings) -> Non
         except OSError as error:
             reason = os.strerror(error.errno) if error.errno else str(error)  # not asyncio's wordy text
             raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
+        freeze_start_up_objects()
         logger.info("listening on http://%s:%d", settings.host, settings.port)
         stop, hurry = asyncio.Event(), asyncio.Event()
 
@@ -59,6 +61,15 @@ async def serve_until_signalled(app: web.Application, settings: Settings) -> Non
     finally:
         await runner.cleanup()
     logger.info("stopped")
+
+
+def freeze_start_up_objects() -> None:
+    """Move everything alive once started (modules, classes, settings, the pool, the hub) out of the
+    garbage collector's generations for good. A full collection stops the event loop, so every
+    socket's writes, for as long as it takes to traverse every tracked object: these no longer
+    count, and a socket's own objects do."""
+    gc.collect()
+    gc.freeze()
 
 
 async def close_connections_while_draining(request: web.Request, response: web.StreamResponse) -> None:
