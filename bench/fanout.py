@@ -71,6 +71,7 @@ from timebank_realtime.realtime.subscriptions import parse_filter
 
 RESULTS = ROOT / "bench" / "results" / "fanout.json"
 LOADCLIENT = ROOT / "bench" / "loadclient.mjs"
+GCPROBE = ROOT / "bench" / "gcprobe"
 TARGETS = ["ours", "ours/single", "node", "python"]
 WEBHOOK = "/api/webhooks/chainhook"
 PACED_WARMUP = 2  # paced deliveries sent first and not timed
@@ -121,10 +122,13 @@ def shape_for(events: int) -> synthetic.Shape:
 
 
 @asynccontextmanager
-async def target_server(target: str, server_dsn_: str) -> AsyncIterator[Server]:
+async def target_server(target: str, server_dsn_: str, gc_probe: Path | None = None) -> AsyncIterator[Server]:
+    """``gc_probe``: ours writes its garbage collections there when it exits (gcprobe/sitecustomize.py)."""
     if target.startswith("ours"):
         dsn = await fresh_database(server_dsn_, "fanout")
-        async with ours(dsn, SLOW_CONSUMER_BACKLOG="100000") as server:
+        probe = {"PYTHONPATH": os.pathsep.join(filter(None, [str(GCPROBE), os.environ.get("PYTHONPATH")])),
+                 "GC_PROBE": str(gc_probe)} if gc_probe else {}
+        async with ours(dsn, SLOW_CONSUMER_BACKLOG="100000", **probe) as server:
             yield server
     else:
         async with peer(target, node_peer() if target == "node" else python_peer()) as server:
@@ -147,6 +151,7 @@ class ServerMeter:
         self.metrics_url = metrics_url
         self._cpu = self._wall = 0.0
         self._gc: dict[str, dict[str, float]] = {}
+        self.window = (0.0, 0.0)  # monotonic, from start to stop
 
     async def start(self) -> None:
         self._gc = await gc_pauses(self.metrics_url) if self.metrics_url else {}
@@ -154,6 +159,7 @@ class ServerMeter:
 
     async def stop(self, delivered: int) -> dict[str, Any]:
         cpu, wall = cpu_seconds(self.pid) - self._cpu, time.monotonic() - self._wall
+        self.window = (self._wall, self._wall + wall)
         report: dict[str, Any] = {
             "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2), "cpu_share": round(cpu / wall, 2),
             "cpu_us_per_message": round(cpu * 1e6 / delivered, 3) if delivered else None}
@@ -242,21 +248,47 @@ def deliveries_for(target: str, server: Server, workload: Workload, **options: A
 
 async def burst(dsn: str, target: str, clients: int, workload: Workload,
                 filters: list[dict[str, Any]]) -> dict[str, Any]:
-    async with target_server(target, dsn) as server:
-        config = load_config(server, target, clients, filters)
-        config["workload"] = deliveries_for(target, server, workload, mode="burst", timeoutSeconds=300)
-        config["expectedPerFilter"] = workload.expected(filters)
-        return await run_load(config, cpu=meter(target, server))
+    with tempfile.TemporaryDirectory() as scratch:
+        probe = Path(scratch) / "gc.json"
+        async with target_server(target, dsn, probe) as server:
+            config = load_config(server, target, clients, filters)
+            config["workload"] = deliveries_for(target, server, workload, mode="burst", timeoutSeconds=300)
+            config["expectedPerFilter"] = workload.expected(filters)
+            report = await run_load(config, cpu=(cpu := meter(target, server)))
+        return with_gc_probe(report, probe, cpu)
 
 
 async def paced(dsn: str, target: str, clients: int, workload: Workload, interval_ms: float) -> dict[str, Any]:
-    async with target_server(target, dsn) as server:
-        config = load_config(server, target, clients, [{}])
-        config["workload"] = deliveries_for(target, server, workload, mode="paced", intervalMs=interval_ms,
-                                            warmup=PACED_WARMUP, timeoutSeconds=120)
-        config["expectedPerFilter"] = workload.expected([{}])
-        config["latency"] = True
-        return await run_load(config, cpu=meter(target, server))
+    with tempfile.TemporaryDirectory() as scratch:
+        probe = Path(scratch) / "gc.json"
+        async with target_server(target, dsn, probe) as server:
+            config = load_config(server, target, clients, [{}])
+            config["workload"] = deliveries_for(target, server, workload, mode="paced", intervalMs=interval_ms,
+                                                warmup=PACED_WARMUP, timeoutSeconds=120)
+            config["expectedPerFilter"] = workload.expected([{}])
+            config["latency"] = True
+            report = await run_load(config, cpu=(cpu := meter(target, server)))
+        return with_gc_probe(report, probe, cpu)
+
+
+def with_gc_probe(report: dict[str, Any], probe: Path, cpu: ServerMeter) -> dict[str, Any]:
+    """Ours' collections during the run, from the probe: per generation, how many, wall and CPU ms (total, max)."""
+    if not probe.exists() or "server_cpu" not in report:
+        return report
+    start, stop = cpu.window
+    summary: dict[str, dict[str, float]] = {}
+    for generation, started, wall, thread in json.loads(probe.read_text()):
+        if start <= started <= stop:
+            row = summary.setdefault(str(generation), {"count": 0, "wall_ms": 0.0, "wall_max_ms": 0.0,
+                                                       "cpu_ms": 0.0, "cpu_max_ms": 0.0})
+            row["count"] += 1
+            row["wall_ms"] += wall * 1000
+            row["cpu_ms"] += thread * 1000
+            row["wall_max_ms"] = max(row["wall_max_ms"], wall * 1000)
+            row["cpu_max_ms"] = max(row["cpu_max_ms"], thread * 1000)
+    report["server_cpu"]["gc_probe"] = {g: {k: round(v, 2) for k, v in row.items()}
+                                        for g, row in sorted(summary.items())}
+    return report
 
 
 async def idle(dsn: str, target: str, clients: int, hold_seconds: float) -> dict[str, Any]:
@@ -354,7 +386,10 @@ def cpu_line(report: dict[str, Any]) -> str:
         return ""
     line = f"server CPU {cpu['cpu_seconds']:.2f} s ({cpu['cpu_share']:.0%} of a core), " \
            f"{cpu['cpu_us_per_message']:.2f} µs/message"
-    if cpu.get("gc"):
+    if cpu.get("gc_probe"):
+        line += "; GC CPU " + ", ".join(f"gen{g} {p['count']:.0f}x {p['cpu_ms']:.0f} ms (max {p['cpu_max_ms']:.1f}, "
+                                        f"wall max {p['wall_max_ms']:.1f})" for g, p in cpu["gc_probe"].items())
+    elif cpu.get("gc"):
         line += "; GC " + ", ".join(f"gen{g} {p['count']}x {p['total_ms']:.0f} ms "
                                     f"(longest ≤ {p['longest_ms_at_most']:g})" for g, p in sorted(cpu["gc"].items()))
     return line
