@@ -187,10 +187,10 @@ def gc_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, A
     """Collections of one generation between two scrapes: how many, their total, the bound on the longest."""
     delta = {key: after[key] - before.get(key, 0) for key in after}
     bounds = sorted((float(key[3:]), n) for key, n in delta.items() if key.startswith("le=") and key != "le=+Inf")
-    longest = next((bound for bound, n in bounds if n >= delta["count"]), math.inf)
+    longest = next((bound * 1000 for bound, n in bounds if n >= delta["count"]), None)  # None: over the last
     return {"count": int(delta["count"]), "total_ms": round(delta["sum"] * 1000, 1),
             "over_10ms": int(delta["count"] - dict(bounds).get(0.01, 0)),
-            "longest_ms_at_most": longest * 1000 if delta["count"] else 0}
+            "longest_ms_at_most": longest if delta["count"] else 0}
 
 
 def meter(target: str, server: Server) -> ServerMeter:
@@ -390,9 +390,14 @@ def cpu_line(report: dict[str, Any]) -> str:
         line += "; GC CPU " + ", ".join(f"gen{g} {p['count']:.0f}x {p['cpu_ms']:.0f} ms (max {p['cpu_max_ms']:.1f}, "
                                         f"wall max {p['wall_max_ms']:.1f})" for g, p in cpu["gc_probe"].items())
     elif cpu.get("gc"):
-        line += "; GC " + ", ".join(f"gen{g} {p['count']}x {p['total_ms']:.0f} ms "
-                                    f"(longest ≤ {p['longest_ms_at_most']:g})" for g, p in sorted(cpu["gc"].items()))
+        line += "; GC " + ", ".join(f"gen{g} {p['count']}x {p['total_ms']:.0f} ms (longest {longest(p)})"
+                                    for g, p in sorted(cpu["gc"].items()))
     return line
+
+
+def longest(pauses: dict[str, Any]) -> str:
+    bound = pauses["longest_ms_at_most"]
+    return "> 1000 ms" if bound is None else f"≤ {bound:g} ms"
 
 
 def cpu_summary(figures: dict[str, Any]) -> dict[str, dict[str, float | None]]:
