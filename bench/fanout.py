@@ -38,7 +38,6 @@ import asyncio
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -48,7 +47,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import synthetic
 from _harness import (
     ROOT,
@@ -143,58 +141,21 @@ def cpu_seconds(pid: int) -> float:
 
 
 class ServerMeter:
-    """The server's CPU time from the start signal (``start``) to the result (``stop``); for ours
-    (``metrics_url``), also the garbage collections its ``timebank_gc_pause_seconds`` counted in between."""
+    """The server's CPU time from the start signal (``start``) to the result (``stop``)."""
 
-    def __init__(self, pid: int, metrics_url: str | None = None) -> None:
+    def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.metrics_url = metrics_url
         self._cpu = self._wall = 0.0
-        self._gc: dict[str, dict[str, float]] = {}
         self.window = (0.0, 0.0)  # monotonic, from start to stop
 
-    async def start(self) -> None:
-        self._gc = await gc_pauses(self.metrics_url) if self.metrics_url else {}
+    def start(self) -> None:
         self._cpu, self._wall = cpu_seconds(self.pid), time.monotonic()
 
-    async def stop(self, delivered: int) -> dict[str, Any]:
+    def stop(self, delivered: int) -> dict[str, Any]:
         cpu, wall = cpu_seconds(self.pid) - self._cpu, time.monotonic() - self._wall
         self.window = (self._wall, self._wall + wall)
-        report: dict[str, Any] = {
-            "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2), "cpu_share": round(cpu / wall, 2),
-            "cpu_us_per_message": round(cpu * 1e6 / delivered, 3) if delivered else None}
-        if self.metrics_url:
-            after = await gc_pauses(self.metrics_url)
-            report["gc"] = {g: gc_summary(self._gc.get(g, {}), counts) for g, counts in after.items()}
-        return report
-
-
-GC_BUCKET = re.compile(r'^timebank_gc_pause_seconds_(bucket|sum|count)\{generation="(\d)"(?:,le="([^"]+)")?\} (\S+)$',
-                       re.MULTILINE)
-
-
-async def gc_pauses(metrics_url: str) -> dict[str, dict[str, float]]:
-    """Per generation: {"sum": s, "count": n, "le=<bound>": n, ...} from ours' /metrics."""
-    async with aiohttp.ClientSession() as http, http.get(metrics_url) as response:
-        text = await response.text()
-    pauses: dict[str, dict[str, float]] = {}
-    for kind, generation, bound, value in GC_BUCKET.findall(text):
-        pauses.setdefault(generation, {})[f"le={bound}" if kind == "bucket" else kind] = float(value)
-    return pauses
-
-
-def gc_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
-    """Collections of one generation between two scrapes: how many, their total, the bound on the longest."""
-    delta = {key: after[key] - before.get(key, 0) for key in after}
-    bounds = sorted((float(key[3:]), n) for key, n in delta.items() if key.startswith("le=") and key != "le=+Inf")
-    longest = next((bound * 1000 for bound, n in bounds if n >= delta["count"]), None)  # None: over the last
-    return {"count": int(delta["count"]), "total_ms": round(delta["sum"] * 1000, 1),
-            "over_10ms": int(delta["count"] - dict(bounds).get(0.01, 0)),
-            "longest_ms_at_most": longest if delta["count"] else 0}
-
-
-def meter(target: str, server: Server) -> ServerMeter:
-    return ServerMeter(server.pid, server.url + "/metrics" if target.startswith("ours") else None)
+        return {"cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2), "cpu_share": round(cpu / wall, 2),
+                "cpu_us_per_message": round(cpu * 1e6 / delivered, 3) if delivered else None}
 
 
 async def run_load(config: dict[str, Any], on_ready: Any = None, cpu: ServerMeter | None = None) -> dict[str, Any]:
@@ -224,13 +185,13 @@ async def run_load(config: dict[str, Any], on_ready: Any = None, cpu: ServerMete
                     process.stdin.write(b"close\n")
                     await process.stdin.drain()
                 elif cpu is not None:
-                    await cpu.start()
+                    cpu.start()
                     process.stdin.write(b"go\n")
                     await process.stdin.drain()
             elif "result" in message:
                 report.update(message["result"])
                 if cpu is not None:
-                    report["server_cpu"] = await cpu.stop(message["result"].get("delivered", 0))
+                    report["server_cpu"] = cpu.stop(message["result"].get("delivered", 0))
         report["exit"] = await process.wait()
         return report
 
@@ -254,7 +215,7 @@ async def burst(dsn: str, target: str, clients: int, workload: Workload,
             config = load_config(server, target, clients, filters)
             config["workload"] = deliveries_for(target, server, workload, mode="burst", timeoutSeconds=300)
             config["expectedPerFilter"] = workload.expected(filters)
-            report = await run_load(config, cpu=(cpu := meter(target, server)))
+            report = await run_load(config, cpu=(cpu := ServerMeter(server.pid)))
         return with_gc_probe(report, probe, cpu)
 
 
@@ -267,7 +228,7 @@ async def paced(dsn: str, target: str, clients: int, workload: Workload, interva
                                                 warmup=PACED_WARMUP, timeoutSeconds=120)
             config["expectedPerFilter"] = workload.expected([{}])
             config["latency"] = True
-            report = await run_load(config, cpu=(cpu := meter(target, server)))
+            report = await run_load(config, cpu=(cpu := ServerMeter(server.pid)))
         return with_gc_probe(report, probe, cpu)
 
 
@@ -389,15 +350,7 @@ def cpu_line(report: dict[str, Any]) -> str:
     if cpu.get("gc_probe"):
         line += "; GC CPU " + ", ".join(f"gen{g} {p['count']:.0f}x {p['cpu_ms']:.0f} ms (max {p['cpu_max_ms']:.1f}, "
                                         f"wall max {p['wall_max_ms']:.1f})" for g, p in cpu["gc_probe"].items())
-    elif cpu.get("gc"):
-        line += "; GC " + ", ".join(f"gen{g} {p['count']}x {p['total_ms']:.0f} ms (longest {longest(p)})"
-                                    for g, p in sorted(cpu["gc"].items()))
     return line
-
-
-def longest(pauses: dict[str, Any]) -> str:
-    bound = pauses["longest_ms_at_most"]
-    return "> 1000 ms" if bound is None else f"≤ {bound:g} ms"
 
 
 def cpu_summary(figures: dict[str, Any]) -> dict[str, dict[str, float | None]]:
