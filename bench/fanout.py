@@ -26,7 +26,8 @@ moment every client is connected and subscribed to the last arrival, divided by 
 (summed over clients): CPU µs per delivered message. One load client saturates on this machine before
 the servers do, so delivered rates alone cap out near parity; CPU per message does not depend on
 that. Ours' figure is its one process only (not its PostgreSQL) and includes the webhook (parse,
-normalize, commit) and the tailer; the references are handed the changes ready to emit.
+normalize, commit) and the tailer; the references are handed the changes ready to emit. For ours,
+also its garbage collections in the same window, in wall and CPU time (``gcprobe/sitecustomize.py``).
 
 Prints a table; writes results/fanout.json. Exits 1 if any run lost or duplicated a change.
 """
