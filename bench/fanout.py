@@ -19,8 +19,17 @@ send, on ``POST /publish``, and emit each one as its own message. Phases:
   ``--hold`` seconds (past a ping interval) and the run fails if any drops.
 
 Ours runs twice: "ours" with ``auth: {batch: true}`` (one frame per delivery) and "ours/single"
-(a message per change, what an unmodified socket.io client gets). Prints a table; writes
-results/fanout.json. Exits 1 if any run lost or duplicated a change.
+(a message per change, what an unmodified socket.io client gets).
+
+Server CPU (burst and paced): the server process's user + system time (``/proc/PID/stat``) from the
+moment every client is connected and subscribed to the last arrival, divided by the changes delivered
+(summed over clients): CPU µs per delivered message. One load client saturates on this machine before
+the servers do, so delivered rates alone cap out near parity; CPU per message does not depend on
+that. Ours' figure is its one process only (not its PostgreSQL) and includes the webhook (parse,
+normalize, commit) and the tailer; the references are handed the changes ready to emit. For ours,
+also its garbage collections in the same window, in wall and CPU time (``gcprobe/sitecustomize.py``).
+
+Prints a table; writes results/fanout.json. Exits 1 if any run lost or duplicated a change.
 """
 
 from __future__ import annotations
@@ -29,8 +38,10 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -59,6 +70,7 @@ from timebank_realtime.realtime.subscriptions import parse_filter
 
 RESULTS = ROOT / "bench" / "results" / "fanout.json"
 LOADCLIENT = ROOT / "bench" / "loadclient.mjs"
+GCPROBE = ROOT / "bench" / "gcprobe"
 TARGETS = ["ours", "ours/single", "node", "python"]
 WEBHOOK = "/api/webhooks/chainhook"
 PACED_WARMUP = 2  # paced deliveries sent first and not timed
@@ -84,14 +96,23 @@ class Workload:
 def build_workload(deliveries: int, shape: synthetic.Shape, first_height: int = 2_000_000) -> Workload:
     workload = Workload()
     for document in synthetic.payloads(first_height, deliveries, shape):
-        # What the store adds to a row (events.SOURCE_COLUMNS), so the references send messages as large as ours.
-        source = {"network": "mainnet", "chainhook_uuid": document["chainhook"]["uuid"], "asset_identifier": None}
-        rows = [{**asdict(row), "id": 0, "cursor": 0, **source} for row in normalize(parse_payload(document)).events]
+        delivery = normalize(parse_payload(document))
+        source = {"network": delivery.network, "chainhook_uuid": delivery.chainhook_uuid}
+        rows = [{**asdict(row), "id": 0, "cursor": 0, **source,
+                 "asset_identifier": asset_of(row.event_type, row.event_data)} for row in delivery.events]
         keys = [f"{row['tx_hash']}:{row['event_index']}" for row in rows]
         workload.ours.append({"body": json.dumps(document), "keys": keys})
         workload.reference.append({"body": json.dumps({"changes": [event_message(r) for r in rows]}), "keys": keys})
         workload.rows.extend(rows)
     return workload
+
+
+def asset_of(event_type: str, data: dict[str, Any]) -> str | None:
+    """The FT/NFT asset the database derives for a row (sql/0004_networks_and_assets.sql)."""
+    if not event_type.startswith(("ft_", "nft_")):
+        return None
+    asset: str | None = data.get("asset_class_identifier") or data.get("asset_identifier")
+    return asset
 
 
 def shape_for(events: int) -> synthetic.Shape:
@@ -100,18 +121,49 @@ def shape_for(events: int) -> synthetic.Shape:
 
 
 @asynccontextmanager
-async def target_server(target: str, server_dsn_: str) -> AsyncIterator[Server]:
+async def target_server(target: str, server_dsn_: str, gc_probe: Path | None = None) -> AsyncIterator[Server]:
+    """``gc_probe``: ours writes its garbage collections there when it exits (gcprobe/sitecustomize.py)."""
     if target.startswith("ours"):
         dsn = await fresh_database(server_dsn_, "fanout")
-        async with ours(dsn, SLOW_CONSUMER_BACKLOG="100000") as server:
+        probe = {"PYTHONPATH": os.pathsep.join(filter(None, [str(GCPROBE), os.environ.get("PYTHONPATH")])),
+                 "GC_PROBE": str(gc_probe)} if gc_probe else {}
+        async with ours(dsn, SLOW_CONSUMER_BACKLOG="100000", **probe) as server:
             yield server
     else:
         async with peer(target, node_peer() if target == "node" else python_peer()) as server:
             yield server
 
 
-async def run_load(config: dict[str, Any], on_ready: Any = None) -> dict[str, Any]:
-    """Run the load client; ``on_ready`` (async) is called once every client is connected (idle mode)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (its threads included, not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command's closing parenthesis: state is field 3, utime 14 and stime 15 (proc(5)).
+    return (int(fields[14 - 3]) + int(fields[15 - 3])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerMeter:
+    """The server's CPU time from the start signal (``start``) to the result (``stop``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._cpu = self._wall = 0.0
+        self.window = (0.0, 0.0)  # monotonic, from start to stop
+
+    def start(self) -> None:
+        self._cpu, self._wall = cpu_seconds(self.pid), time.monotonic()
+
+    def stop(self, delivered: int) -> dict[str, Any]:
+        cpu, wall = cpu_seconds(self.pid) - self._cpu, time.monotonic() - self._wall
+        self.window = (self._wall, self._wall + wall)
+        return {"cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2), "cpu_share": round(cpu / wall, 2),
+                "cpu_us_per_message": round(cpu * 1e6 / delivered, 3) if delivered else None}
+
+
+async def run_load(config: dict[str, Any], on_ready: Any = None, cpu: ServerMeter | None = None) -> dict[str, Any]:
+    """Run the load client; ``on_ready`` (async) is called once every client is connected (idle mode).
+    With ``cpu``, the workload waits for the meter's start and the report gets ``server_cpu``."""
+    if cpu is not None:
+        config = {**config, "waitForGo": True}
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch)
         if "deliveries" in config.get("workload", {}):
@@ -133,8 +185,14 @@ async def run_load(config: dict[str, Any], on_ready: Any = None) -> dict[str, An
                     report.update(await on_ready())
                     process.stdin.write(b"close\n")
                     await process.stdin.drain()
+                elif cpu is not None:
+                    cpu.start()
+                    process.stdin.write(b"go\n")
+                    await process.stdin.drain()
             elif "result" in message:
                 report.update(message["result"])
+                if cpu is not None:
+                    report["server_cpu"] = cpu.stop(message["result"].get("delivered", 0))
         report["exit"] = await process.wait()
         return report
 
@@ -152,21 +210,47 @@ def deliveries_for(target: str, server: Server, workload: Workload, **options: A
 
 async def burst(dsn: str, target: str, clients: int, workload: Workload,
                 filters: list[dict[str, Any]]) -> dict[str, Any]:
-    async with target_server(target, dsn) as server:
-        config = load_config(server, target, clients, filters)
-        config["workload"] = deliveries_for(target, server, workload, mode="burst", timeoutSeconds=300)
-        config["expectedPerFilter"] = workload.expected(filters)
-        return await run_load(config)
+    with tempfile.TemporaryDirectory() as scratch:
+        probe = Path(scratch) / "gc.json"
+        async with target_server(target, dsn, probe) as server:
+            config = load_config(server, target, clients, filters)
+            config["workload"] = deliveries_for(target, server, workload, mode="burst", timeoutSeconds=300)
+            config["expectedPerFilter"] = workload.expected(filters)
+            report = await run_load(config, cpu=(cpu := ServerMeter(server.pid)))
+        return with_gc_probe(report, probe, cpu)
 
 
 async def paced(dsn: str, target: str, clients: int, workload: Workload, interval_ms: float) -> dict[str, Any]:
-    async with target_server(target, dsn) as server:
-        config = load_config(server, target, clients, [{}])
-        config["workload"] = deliveries_for(target, server, workload, mode="paced", intervalMs=interval_ms,
-                                            warmup=PACED_WARMUP, timeoutSeconds=120)
-        config["expectedPerFilter"] = workload.expected([{}])
-        config["latency"] = True
-        return await run_load(config)
+    with tempfile.TemporaryDirectory() as scratch:
+        probe = Path(scratch) / "gc.json"
+        async with target_server(target, dsn, probe) as server:
+            config = load_config(server, target, clients, [{}])
+            config["workload"] = deliveries_for(target, server, workload, mode="paced", intervalMs=interval_ms,
+                                                warmup=PACED_WARMUP, timeoutSeconds=120)
+            config["expectedPerFilter"] = workload.expected([{}])
+            config["latency"] = True
+            report = await run_load(config, cpu=(cpu := ServerMeter(server.pid)))
+        return with_gc_probe(report, probe, cpu)
+
+
+def with_gc_probe(report: dict[str, Any], probe: Path, cpu: ServerMeter) -> dict[str, Any]:
+    """Ours' collections during the run, from the probe: per generation, how many, wall and CPU ms (total, max)."""
+    if not probe.exists() or "server_cpu" not in report:
+        return report
+    start, stop = cpu.window
+    summary: dict[str, dict[str, float]] = {}
+    for generation, started, wall, thread in json.loads(probe.read_text()):
+        if start <= started <= stop:
+            row = summary.setdefault(str(generation), {"count": 0, "wall_ms": 0.0, "wall_max_ms": 0.0,
+                                                       "cpu_ms": 0.0, "cpu_max_ms": 0.0})
+            row["count"] += 1
+            row["wall_ms"] += wall * 1000
+            row["cpu_ms"] += thread * 1000
+            row["wall_max_ms"] = max(row["wall_max_ms"], wall * 1000)
+            row["cpu_max_ms"] = max(row["cpu_max_ms"], thread * 1000)
+    report["server_cpu"]["gc_probe"] = {g: {k: round(v, 2) for k, v in row.items()}
+                                        for g, row in sorted(summary.items())}
+    return report
 
 
 async def idle(dsn: str, target: str, clients: int, hold_seconds: float) -> dict[str, Any]:
@@ -217,7 +301,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
                 row[target] = report
                 print(f"burst  {clients:>5} clients  {target:<12} {report.get('events_per_second', 0):>12,.0f} "
                       f"events/s  ({report.get('delivered')}/{report.get('expected')} in "
-                      f"{report.get('seconds', 0):.2f} s)", flush=True)
+                      f"{report.get('seconds', 0):.2f} s)  {cpu_line(report)}", flush=True)
             figures["burst"][str(clients)] = row
     if "mixed" in args.phases:
         clients = args.paced_clients
@@ -242,7 +326,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
             figures["paced"][target] = report
             latency = report.get("latency_ms") or {}
             print(f"paced  {args.paced_clients:>5} clients  {target:<12} p50 {latency.get('p50') or 0:>7.1f} ms  "
-                  f"p99 {latency.get('p99') or 0:>7.1f} ms", flush=True)
+                  f"p99 {latency.get('p99') or 0:>7.1f} ms  {cpu_line(report)}", flush=True)
     if "idle" in args.phases:
         figures["idle"] = {}
         for clients in args.idle:
@@ -254,7 +338,36 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
                 print(f"idle   {clients:>5} clients  {target:<12} {report.get('kb_per_connection', 0):>7.1f} KB "
                       f"per connection", flush=True)
             figures["idle"][str(clients)] = row
+    figures["cpu_us_per_message"] = cpu_summary(figures)
     return figures, ok
+
+
+def cpu_line(report: dict[str, Any]) -> str:
+    cpu = report.get("server_cpu") or {}
+    if not cpu.get("cpu_us_per_message"):
+        return ""
+    line = f"server CPU {cpu['cpu_seconds']:.2f} s ({cpu['cpu_share']:.0%} of a core), " \
+           f"{cpu['cpu_us_per_message']:.2f} µs/message"
+    if cpu.get("gc_probe"):
+        line += "; GC CPU " + ", ".join(f"gen{g} {p['count']:.0f}x {p['cpu_ms']:.0f} ms (max {p['cpu_max_ms']:.1f}, "
+                                        f"wall max {p['wall_max_ms']:.1f})" for g, p in cpu["gc_probe"].items())
+    return line
+
+
+def cpu_summary(figures: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Server CPU µs per delivered message by run and target, and ours' (both modes) over Node's."""
+    runs = {f"burst {clients} clients": row for clients, row in figures.get("burst", {}).items()}
+    if "paced" in figures:
+        runs[f"paced {figures['paced']['clients']} clients"] = figures["paced"]
+    summary: dict[str, dict[str, float | None]] = {}
+    for name, row in runs.items():
+        values = {t: (row.get(t, {}).get("server_cpu") or {}).get("cpu_us_per_message") for t in TARGETS}
+        node = values["node"]
+        for t in ("ours", "ours/single"):
+            value = values[t]
+            values[f"{t} / node"] = round(value / node, 3) if value and node else None
+        summary[name] = values
+    return summary
 
 
 def print_table(figures: dict[str, Any]) -> None:
@@ -281,6 +394,16 @@ def print_table(figures: dict[str, Any]) -> None:
         cells = " | ".join(f"{values[t]:.1f} KB" if values[t] is not None else "-" for t in TARGETS)
         print(f"| RSS per idle connection, {clients} | {cells} | {ratio(values['ours'], values['node'])} | "
               f"{ratio(values['ours'], values['python'])} |")
+    cpu = figures.get("cpu_us_per_message") or {}
+    if cpu:
+        print("\n| server CPU µs per delivered message | ours | ours/single | node | python | ours / node | "
+              "ours/single / node |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, values in cpu.items():
+            cells = " | ".join(f"{values[t]:.2f}" if values[t] else "-" for t in TARGETS)
+            ratios = " | ".join(f"{values[k]:.2f}x" if values[k] else "-"
+                                for k in ("ours / node", "ours/single / node"))
+            print(f"| {name} | {cells} | {ratios} |")
 
 
 def main() -> None:

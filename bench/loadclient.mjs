@@ -8,7 +8,8 @@
 //          idle (hold the connections until stdin closes or says "close"),
 //          workload: {publishUrl, deliveries: file of [{body, keys}], mode: "burst" | "paced",
 //                     intervalMs, warmup (untimed first deliveries), timeoutSeconds},
-//          expectedPerFilter: [n, ...], latency (record latencies)}
+//          expectedPerFilter: [n, ...], latency (record latencies),
+//          waitForGo (after "ready", wait for a "go" line on stdin before the workload)}
 //          replay (filters carry "since": time from the first subscribe to the last chainhook:eose)
 // Prints JSON lines: {"ready": ...} once every connection has subscribed, then {"result": ...}.
 // Exits 1 if any connection fails, or if any expected change has not arrived by the timeout.
@@ -164,11 +165,13 @@ try {
   }
   const connectSeconds = await connectAll();
   say({ ready: true, clients: config.clients, connect_seconds: connectSeconds });
-  if (config.idle) {
+  if (config.idle || config.waitForGo) {
     const lines = createInterface({ input: process.stdin });
-    for await (const line of lines) if (line.trim() === "close") break;
-    closeAll();
-    process.exit(0);
+    for await (const line of lines) if (line.trim() === (config.idle ? "close" : "go")) break;
+    if (config.idle) {
+      closeAll();
+      process.exit(0);
+    }
   }
   const result = await runWorkload();
   say({ result });

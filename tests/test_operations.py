@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,7 +12,7 @@ import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestServer
 
-from .conftest import Listener, eventually, load_fixture, post_webhook, url_of
+from .conftest import Listener, StartService, eventually, load_fixture, post_webhook, url_of
 
 OpenListener = Callable[..., Awaitable[Listener]]
 NFT = "v1-stacks-nakamoto-testnet-nft-mint-print-event.json"
@@ -82,3 +83,27 @@ async def test_metrics_count_deliveries_changes_sockets_and_messages(
     assert metric(text, "timebank_push_latency_seconds_count") == 6  # the five events' changes and their block's
     assert metric(text, "timebank_tailer_lag_cursors") == 0
     assert metric(text, "timebank_webhook_delivery_seconds_count") == 3
+
+
+async def test_metrics_time_garbage_collections(server: TestServer, http: aiohttp.ClientSession) -> None:
+    before = await gc_pauses(http, server)
+    gc.collect()
+    after = await gc_pauses(http, server)
+    assert after["2"][0] >= before["2"][0] + 1  # (the scrape itself may collect, too)
+    assert after["2"][1] > before["2"][1]
+
+
+async def gc_pauses(http: aiohttp.ClientSession, server: TestServer) -> dict[str, tuple[float, float]]:
+    async with http.get(url_of(server) + "/metrics") as response:
+        text = await response.text()
+    return {g: (metric(text, "timebank_gc_pause_seconds_count", generation=g),
+                metric(text, "timebank_gc_pause_seconds_sum", generation=g)) for g in "012"}
+
+
+async def test_a_served_process_freezes_what_it_started_with(start_service: StartService, database_url: str,
+                                                             http: aiohttp.ClientSession) -> None:
+    service = await start_service(DATABASE_URL=database_url)
+    async with http.get(service.url + "/metrics") as response:
+        text = await response.text()
+    # Modules, classes and the app's own objects: tens of thousands, out of every full collection.
+    assert metric(text, "timebank_gc_frozen_objects") > 10_000

@@ -4,6 +4,7 @@ sends it some, finishes what it took, and sends its sockets elsewhere (docs/depl
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -72,6 +73,7 @@ async def serve_until_signalled(app: web.Application, settings: Settings, *, par
             await web.TCPSite(runner, settings.host, settings.port, reuse_port=parent_pid is not None).start()
         except OSError as error:
             raise cannot_listen(settings.host, settings.port, error) from None
+        freeze_start_up_objects()
         logger.info("listening on http://%s:%d", settings.host, settings.port, extra={"pid": os.getpid()})
         stop, hurry = asyncio.Event(), asyncio.Event()
 
@@ -105,6 +107,15 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
     logging.getLogger("timebank_realtime").warning("the serve process that started this worker is gone: "
                                                    "shutting down", extra={"pid": os.getpid()})
     stop.set()
+
+
+def freeze_start_up_objects() -> None:
+    """Move everything alive once started (modules, classes, settings, the pool, the hub) out of the
+    garbage collector's generations for good. A full collection stops the event loop, so every
+    socket's writes, for as long as it takes to traverse every tracked object: these no longer
+    count, and a socket's own objects do."""
+    gc.collect()
+    gc.freeze()
 
 
 async def close_connections_while_draining(request: web.Request, response: web.StreamResponse) -> None:
