@@ -30,6 +30,7 @@ from ...settings import Settings
 from .frames import EncodedPacket, Outgoing, PacketRun, encode_message
 from .public import Outbox, PublicSender
 from .server import build_server, is_socketio_websocket, missing_guard_internals, refuse_websocket_compression
+from .websocket import LeanConnection, LeanSocket, LeanWebsockets, missing_server_internals
 
 __all__ = ["EncodedPacket", "Link", "Outgoing", "PacketRun", "Wire", "encode_message", "missing_internals"]
 
@@ -52,6 +53,8 @@ class Link:
     eio_sid: str
     # The TCP connection of a websocket-first session, which messages may be written to directly.
     transport: asyncio.Transport | None = None
+    # A websocket-first connection served without python-engineio's tasks (``websocket.py``).
+    lean: LeanConnection | None = None
     # Public mode only: what waits to be handed to python-engineio.
     outbox: Outbox = field(default_factory=Outbox)
 
@@ -85,6 +88,9 @@ class Wire:
             logger.warning("python-engineio %s lacks %s: sending through its public send_packet, which is "
                            "slower and has no backpressure (docs/architecture.md, Fan-out)",
                            version("python-engineio"), ", ".join(missing))
+        # Websocket-first connections without a task each, when python-engineio has what they use.
+        lean_missing = missing + missing_server_internals(self.server.eio)
+        self.lean = LeanWebsockets(self.server.eio, DIRECT_WRITE_LIMIT_BYTES) if not lean_missing else None
         guard_missing = missing_guard_internals(self.server)
         if guard_missing:
             logger.warning("python-socketio %s lacks %s: a malformed packet gets its traceback logged instead "
@@ -92,6 +98,7 @@ class Wire:
 
     def attach(self, app: web.Application) -> None:
         self.server.attach(app, socketio_path="socket.io")
+        app.middlewares.append(self._lean_websockets)
         app.middlewares.append(refuse_websocket_compression)
         app.middlewares.append(self._note_websocket_upgrades)
 
@@ -102,12 +109,15 @@ class Wire:
         """The link of a connection being accepted (called from its connect handler)."""
         request = environ.get("aiohttp.request")
         transport = request.transport if request is not None and is_socketio_websocket(request) else None
-        link = self._links[sid] = Link(sid=sid, eio_sid=self.server.manager.eio_sid_from_sid(sid, "/") or "",
-                                       transport=transport)
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, "/") or ""
+        engine_socket = self.server.eio.sockets.get(eio_sid)
+        lean = engine_socket.connection if isinstance(engine_socket, LeanSocket) else None
+        link = self._links[sid] = Link(sid=sid, eio_sid=eio_sid, transport=transport, lean=lean)
         return link
 
     def unlink(self, link: Link) -> None:
         self._links.pop(link.sid, None)
+        link.lean = None
         link.outbox.closed = True
         link.outbox.messages.clear()
 
@@ -120,6 +130,14 @@ class Wire:
 
     def close(self) -> None:
         self._public.close()
+        if self.lean is not None:
+            self.lean.close()
+
+    async def close_connections(self, grace_seconds: float) -> None:
+        """Close the websocket-first connections still open (last step of shutdown; python-engineio
+        closes its own)."""
+        if self.lean is not None:
+            await self.lean.close_all(grace_seconds)
 
     @staticmethod
     def refusal(code: str, message: str) -> Exception:
@@ -138,6 +156,8 @@ class Wire:
                 return False
             self.writes["queued"] += len(packet.packets)
             return True
+        if link.lean is not None:
+            return self._send_lean(link.lean, packet)
         engine_socket = self.server.eio.sockets.get(link.eio_sid)
         if engine_socket is None or engine_socket.closed:
             return False
@@ -157,18 +177,33 @@ class Wire:
             self.writes["queued"] += len(packet.packets)
         return True
 
+    def _send_lean(self, connection: LeanConnection, packet: Outgoing) -> bool:
+        # Written at once unless the connection is backed up; then held, in order, and counted.
+        if not connection.send(packet.websocket_frame, sum(one.weight for one in packet.packets)):
+            return False
+        self.writes["queued" if connection.queued_frames() else "direct"] += len(packet.packets)
+        return True
+
     def pending(self, link: Link) -> int:
         """Changes sent to the connection that it has not taken yet (a batch frame counts its
         changes): a reader that cannot keep up shows here, since direct writes stop once its
         connection backs up."""
         if not self.direct:
             return self._public.pending(link.outbox)
+        if link.lean is not None:
+            return link.lean.pending()
         engine_socket = self.server.eio.sockets.get(link.eio_sid)
         if engine_socket is None:
             return 0
         return sum(getattr(packet, "weight", 1) for packet in engine_socket.queue._queue)
 
     # --- the websocket connections ------------------------------------------------------------------
+
+    @web.middleware
+    async def _lean_websockets(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.lean is not None and self.lean.accepts(request):
+            return await self.lean.handle(request)
+        return await handler(request)
 
     @web.middleware
     async def _note_websocket_upgrades(self, request: web.Request, handler: Handler) -> web.StreamResponse:
