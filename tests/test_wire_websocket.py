@@ -14,6 +14,7 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from timebank_realtime.keys import HUB
+from timebank_realtime.realtime.wire import encode_message
 from timebank_realtime.realtime.wire.websocket import LeanSocket
 
 from .conftest import Serve, url_of
@@ -221,5 +222,35 @@ async def test_a_server_disconnect_sends_what_was_queued_then_closes(server: Tes
         assert await raw.text() == "1"
         assert await raw.close_code() == 1000
         assert not eio.sockets
+    finally:
+        raw.close()
+
+
+async def test_a_reader_that_stops_reading_has_its_messages_held_and_counted_in_order(server: TestServer) -> None:
+    raw = await RawSocket.open(server)
+    try:
+        assert (await raw.text()).startswith("0")
+        raw.writer.write(masked_frame(b"40"))
+        assert (await raw.text()).startswith("40")
+        hub = server.app[HUB]
+        (session,) = hub.sessions.values()
+        body = "x" * 4000
+        sent = 0
+        # The client reads nothing: the kernel's buffers fill, then the transport's, then the backlog.
+        while hub.wire.pending(session.link) == 0 and sent < 20_000:
+            assert hub.wire.send(session.link, encode_message("test", {"n": sent, "body": body}, weight=3))
+            sent += 1
+            if sent % 100 == 0:
+                await asyncio.sleep(0)
+        assert hub.wire.pending(session.link) == 3  # the one message held back, by its weight
+        assert hub.wire.send(session.link, encode_message("test", {"n": sent, "body": body}, weight=3))
+        assert hub.wire.pending(session.link) == 6
+        received = []
+        while len(received) <= sent:
+            text = await raw.text()
+            if text.startswith('42["test"'):
+                received.append(json.loads(text[2:])[1]["n"])
+        assert received == list(range(sent + 1))
+        assert hub.wire.pending(session.link) == 0
     finally:
         raw.close()

@@ -10,6 +10,9 @@ else puts it on the socket's Engine.IO queue, where ``emit`` puts it too. Both r
 python-engineio does not publish (its sockets, their queue, upgrade and closing flags), so the wire
 checks at start-up that it is there. If a release moved it, the wire says so and sends through
 python-engineio's public ``send_packet`` instead (``public.py``; docs/architecture.md, "Fan-out").
+
+Websocket-first connections are served by ``websocket.py`` without python-engineio's tasks; ``send``
+writes to them (or to their backlog) and ``pending`` counts their backlog.
 """
 
 from __future__ import annotations
