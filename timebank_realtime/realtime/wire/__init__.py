@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
@@ -58,8 +58,9 @@ class Link:
     transport: asyncio.Transport | None = None
     # A websocket-first connection served without python-engineio's tasks (``websocket.py``).
     lean: LeanConnection | None = None
-    # Public mode only: what waits to be handed to python-engineio.
-    outbox: Outbox = field(default_factory=Outbox)
+    # Public mode only: what waits to be handed to python-engineio (none otherwise: an empty deque
+    # is a tenth of an idle connection's memory).
+    outbox: Outbox | None = None
 
 
 def missing_internals(server: socketio.AsyncServer) -> list[str]:
@@ -115,18 +116,20 @@ class Wire:
         eio_sid = self.server.manager.eio_sid_from_sid(sid, "/") or ""
         engine_socket = self.server.eio.sockets.get(eio_sid)
         lean = engine_socket.connection if isinstance(engine_socket, LeanSocket) else None
-        link = self._links[sid] = Link(sid=sid, eio_sid=eio_sid, transport=transport, lean=lean)
+        link = self._links[sid] = Link(sid=sid, eio_sid=eio_sid, transport=transport, lean=lean,
+                                       outbox=None if self.direct else Outbox())
         return link
 
     def unlink(self, link: Link) -> None:
         self._links.pop(link.sid, None)
         link.lean = None
-        link.outbox.closed = True
-        link.outbox.messages.clear()
+        if link.outbox is not None:
+            link.outbox.closed = True
+            link.outbox.messages.clear()
 
     async def disconnect(self, sid: str) -> None:
         link = self._links.get(sid)
-        if link is not None and not self.direct:
+        if link is not None and link.outbox is not None:
             # Engine.IO sends what is queued before it closes: let the writer queue the rest first.
             await self._public.flush(link.outbox)
         await self.server.disconnect(sid)
@@ -154,7 +157,7 @@ class Wire:
 
     def send(self, link: Link, packet: Outgoing) -> bool:
         """Send an encoded message (or a run of them); False if the connection is gone."""
-        if not self.direct:
+        if link.outbox is not None:
             if not self._public.send(link.eio_sid, link.outbox, packet):
                 return False
             self.writes["queued"] += len(packet.packets)
@@ -191,7 +194,7 @@ class Wire:
         """Changes sent to the connection that it has not taken yet (a batch frame counts its
         changes): a reader that cannot keep up shows here, since direct writes stop once its
         connection backs up."""
-        if not self.direct:
+        if link.outbox is not None:
             return self._public.pending(link.outbox)
         if link.lean is not None:
             return link.lean.pending()
