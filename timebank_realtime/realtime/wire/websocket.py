@@ -191,7 +191,8 @@ class LeanConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._finishing or transport.is_closing():
             return False
-        if self._backlog is None and transport.get_write_buffer_size() < self.owner.write_limit:
+        # Up to the limit, not past it: past it asyncio has paused us and will call resume_writing.
+        if self._backlog is None and transport.get_write_buffer_size() <= self.owner.write_limit:
             transport.write(frame)
             return True
         if self._backlog is None:
@@ -209,7 +210,7 @@ class LeanConnection(asyncio.Protocol):
         transport, backlog = self.transport, self._backlog
         if transport is None or transport.is_closing():
             return
-        while backlog and transport.get_write_buffer_size() < self.owner.write_limit:
+        while backlog and transport.get_write_buffer_size() <= self.owner.write_limit:
             transport.write(backlog.popleft()[0])
         if not backlog:
             self._backlog = None
@@ -379,7 +380,10 @@ class LeanWebsockets:
             await asyncio.sleep(period)
             now, timeout = time.monotonic(), self.eio.ping_timeout
             for connection in list(self.connections):
-                connection.tick(now, timeout)
+                try:
+                    connection.tick(now, timeout)
+                except Exception:  # one socket's failure must not stop every socket's pings
+                    logger.exception("socket ping sweep failed")
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
