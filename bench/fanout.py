@@ -85,7 +85,10 @@ class Workload:
 def build_workload(deliveries: int, shape: synthetic.Shape, first_height: int = 2_000_000) -> Workload:
     workload = Workload()
     for document in synthetic.payloads(first_height, deliveries, shape):
-        rows = [{**asdict(row), "id": 0, "cursor": 0} for row in normalize(parse_payload(document)).events]
+        delivery = normalize(parse_payload(document))
+        # The source columns the store adds to each row (events.SOURCE_COLUMNS): the references send them too.
+        source = {"network": delivery.network, "chainhook_uuid": delivery.chainhook_uuid}
+        rows = [{"asset_identifier": None, **asdict(row), **source, "id": 0, "cursor": 0} for row in delivery.events]
         keys = [f"{row['tx_hash']}:{row['event_index']}" for row in rows]
         workload.ours.append({"body": json.dumps(document), "keys": keys})
         workload.reference.append({"body": json.dumps({"changes": [event_message(r) for r in rows]}), "keys": keys})
