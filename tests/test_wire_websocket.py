@@ -14,7 +14,7 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from timebank_realtime.keys import HUB
-from timebank_realtime.realtime.wire import encode_message
+from timebank_realtime.realtime.wire import encode_message, websocket
 from timebank_realtime.realtime.wire.websocket import LeanSocket
 
 from .conftest import Serve, url_of
@@ -254,3 +254,18 @@ async def test_a_reader_that_stops_reading_has_its_messages_held_and_counted_in_
         assert hub.wire.pending(session.link) == 0
     finally:
         raw.close()
+
+
+async def test_without_what_the_hand_over_needs_websockets_stay_on_python_engineio(
+        serve: Serve, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(websocket, "REQUEST_HANDLER_SLOTS", (*websocket.REQUEST_HANDLER_SLOTS, "_renamed"))
+    server = await serve()
+    assert "aiohttp RequestHandler._renamed missing" in caplog.text
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(url_of(server), transports=["websocket"], wait_timeout=5)
+    try:
+        (engine_socket,) = server.app[HUB].wire.server.eio.sockets.values()
+        assert not isinstance(engine_socket, LeanSocket)
+        assert (await client.call("subscribe", {}, timeout=5))["ok"]
+    finally:
+        await client.disconnect()

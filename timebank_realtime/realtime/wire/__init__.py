@@ -93,8 +93,11 @@ class Wire:
                            "slower and has no backpressure (docs/architecture.md, Fan-out)",
                            version("python-engineio"), ", ".join(missing))
         # Websocket-first connections without a task each, when python-engineio has what they use.
-        lean_missing = missing + missing_server_internals(self.server.eio)
-        self.lean = LeanWebsockets(self.server.eio, DIRECT_WRITE_LIMIT_BYTES) if not lean_missing else None
+        lean_missing = missing_server_internals(self.server.eio)
+        self.lean = LeanWebsockets(self.server.eio, DIRECT_WRITE_LIMIT_BYTES) if not missing + lean_missing else None
+        if lean_missing:
+            logger.warning("%s missing: websockets are served by python-engineio, a task each (about 35 KB "
+                           "an idle connection instead of 5)", ", ".join(lean_missing))
         guard_missing = missing_guard_internals(self.server)
         if guard_missing:
             logger.warning("python-socketio %s lacks %s: a malformed packet gets its traceback logged instead "

@@ -26,7 +26,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import engineio
-from aiohttp import hdrs, web
+from aiohttp import hdrs, web, web_protocol
 
 from .frames import server_frame
 from .frames_in import BINARY, CLOSE, PING, PONG, TEXT, FrameError, FrameReader
@@ -42,8 +42,15 @@ SERVER_ATTRIBUTES = ("_trigger_event", "generate_id", "_cors_allowed_origins", "
                      "max_http_buffer_size", "reason")
 
 
+# What the hand-over reads and sets of aiohttp's connection protocol.
+REQUEST_HANDLER_SLOTS = ("transport", "_message_tail")
+
+
 def missing_server_internals(eio: engineio.AsyncServer) -> list[str]:
-    return [f"AsyncServer.{name}" for name in SERVER_ATTRIBUTES if not hasattr(eio, name)]
+    """What the hand-over needs of python-engineio and aiohttp that this install lacks."""
+    missing = [f"engineio.AsyncServer.{name}" for name in SERVER_ATTRIBUTES if not hasattr(eio, name)]
+    slots = {name for cls in web_protocol.RequestHandler.__mro__ for name in getattr(cls, "__slots__", ())}
+    return missing + [f"aiohttp RequestHandler.{name}" for name in REQUEST_HANDLER_SLOTS if name not in slots]
 
 
 class LeanSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
