@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import resource
 import sys
 import tempfile
@@ -171,6 +172,12 @@ async def paced(dsn: str, target: str, clients: int, workload: Workload, interva
         return await run_load(config)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def raise_file_limit(clients: int) -> None:
     """Let this process and the servers and load client it starts (which inherit it) hold ``clients``
     sockets each: the soft limit up to the hard one. This process's only, never the machine's."""
@@ -197,10 +204,13 @@ async def idle(dsn: str, target: str, clients: int, hold_seconds: float, sources
         async def measure() -> dict[str, Any]:
             await asyncio.sleep(3)
             after = rss_kb(server.pid)
+            cpu = cpu_seconds(server.pid)
             # Held through a ping interval (the load client fails on any disconnect).
             await asyncio.sleep(hold_seconds)
             return {"rss_before_kb": before, "rss_after_kb": after, "held_seconds": hold_seconds,
                     "rss_after_hold_kb": rss_kb(server.pid),
+                    # The server's CPU while the connections idle: pings and their answers.
+                    "cpu_percent_during_hold": round(100 * (cpu_seconds(server.pid) - cpu) / hold_seconds, 2),
                     "kb_per_connection": round((after - before) / clients, 2)}
 
         config = {**load_config(server, target, clients, [{}]), "idle": True, "connectConcurrency": 500,
@@ -274,7 +284,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
                 ok = check(report, f"idle {target} {clients}") and ok
                 row[target] = report
                 print(f"idle   {clients:>5} clients  {target:<12} {report.get('kb_per_connection', 0):>7.1f} KB "
-                      f"per connection", flush=True)
+                      f"per connection, {report.get('cpu_percent_during_hold', 0):.1f}% CPU while held", flush=True)
             figures["idle"][str(clients)] = row
     return figures, ok
 
