@@ -39,6 +39,7 @@ import asyncio
 import json
 import math
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -253,7 +254,25 @@ def with_gc_probe(report: dict[str, Any], probe: Path, cpu: ServerMeter) -> dict
     return report
 
 
-async def idle(dsn: str, target: str, clients: int, hold_seconds: float) -> dict[str, Any]:
+def raise_file_limit(clients: int) -> None:
+    """Let this process and the servers and load client it starts (which inherit it) hold ``clients``
+    sockets each: the soft limit up to the hard one. This process's only, never the machine's."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = clients + 1000
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted,
+                                                    hard))
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        print(f"!! the hard limit on open files is {hard}: {clients} connections need about {wanted} in the "
+              "server and in the load client; raising it needs CAP_SYS_RESOURCE", file=sys.stderr, flush=True)
+
+
+def source_addresses(count: int) -> list[str]:
+    """127.0.0.2 onwards: loopback source addresses, each with its own ephemeral ports."""
+    return [f"127.0.0.{2 + i}" for i in range(count)]
+
+
+async def idle(dsn: str, target: str, clients: int, hold_seconds: float, sources: int = 0) -> dict[str, Any]:
     async with target_server(target, dsn) as server:
         await asyncio.sleep(2)
         before = rss_kb(server.pid)
@@ -261,13 +280,17 @@ async def idle(dsn: str, target: str, clients: int, hold_seconds: float) -> dict
         async def measure() -> dict[str, Any]:
             await asyncio.sleep(3)
             after = rss_kb(server.pid)
+            cpu = cpu_seconds(server.pid)
             # Held through a ping interval (the load client fails on any disconnect).
             await asyncio.sleep(hold_seconds)
             return {"rss_before_kb": before, "rss_after_kb": after, "held_seconds": hold_seconds,
                     "rss_after_hold_kb": rss_kb(server.pid),
+                    # The server's CPU while the connections idle: pings and their answers.
+                    "cpu_percent_during_hold": round(100 * (cpu_seconds(server.pid) - cpu) / hold_seconds, 2),
                     "kb_per_connection": round((after - before) / clients, 2)}
 
-        config = {**load_config(server, target, clients, [{}]), "idle": True, "connectConcurrency": 500}
+        config = {**load_config(server, target, clients, [{}]), "idle": True, "connectConcurrency": 500,
+                  "localAddresses": source_addresses(sources)}
         return await run_load(config, on_ready=measure)
 
 
@@ -328,15 +351,16 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
             print(f"paced  {args.paced_clients:>5} clients  {target:<12} p50 {latency.get('p50') or 0:>7.1f} ms  "
                   f"p99 {latency.get('p99') or 0:>7.1f} ms  {cpu_line(report)}", flush=True)
     if "idle" in args.phases:
+        raise_file_limit(max(args.idle))
         figures["idle"] = {}
         for clients in args.idle:
             row = {}
             for target in [t for t in args.targets if t != "ours/single"]:
-                report = await idle(dsn, target, clients, args.hold)
+                report = await idle(dsn, target, clients, args.hold, args.source_addresses)
                 ok = check(report, f"idle {target} {clients}") and ok
                 row[target] = report
                 print(f"idle   {clients:>5} clients  {target:<12} {report.get('kb_per_connection', 0):>7.1f} KB "
-                      f"per connection", flush=True)
+                      f"per connection, {report.get('cpu_percent_during_hold', 0):.1f}% CPU while held", flush=True)
             figures["idle"][str(clients)] = row
     figures["cpu_us_per_message"] = cpu_summary(figures)
     return figures, ok
@@ -420,6 +444,9 @@ def main() -> None:
     parser.add_argument("--paced-deliveries", type=int, default=20)
     parser.add_argument("--idle", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--hold", type=float, default=30.0, help="seconds idle connections are held (idle)")
+    parser.add_argument("--source-addresses", type=int, default=0,
+                        help="spread idle clients over this many loopback source addresses (127.0.0.2...): "
+                             "past ~28k connections one address runs out of ephemeral ports")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/timebank-bench-fanout"))
     args = parser.parse_args()
     figures, ok = asyncio.run(run(args))

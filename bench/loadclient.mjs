@@ -6,6 +6,7 @@
 //
 // config: {url, clients, batch, filters: [...] (cycled over the clients), connectConcurrency,
 //          idle (hold the connections until stdin closes or says "close"),
+//          localAddresses (optional: loopback source addresses the clients are spread over),
 //          workload: {publishUrl, deliveries: file of [{body, keys}], mode: "burst" | "paced",
 //                     intervalMs, warmup (untimed first deliveries), timeoutSeconds},
 //          expectedPerFilter: [n, ...], latency (record latencies),
@@ -57,6 +58,8 @@ function connect(client) {
     const socket = io(config.url, {
       transports: ["websocket"], reconnection: false, forceNew: true, timeout: 60000,
       auth: config.batch ? { batch: true } : {},
+      // Loopback source addresses to spread over: one address has ~28k ephemeral ports per server port.
+      ...(config.localAddresses?.length ? { localAddress: config.localAddresses[client % config.localAddresses.length] } : {}),
     });
     sockets.push(socket);
     socket.on("chainhook:event", (change) => arrived(client, change, performance.now()));

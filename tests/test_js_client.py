@@ -49,7 +49,7 @@ async def run_js_client(url: str, transport: str, subscription: dict[str, Any], 
     return lines
 
 
-@pytest.mark.parametrize("transport", ["websocket", "polling"])
+@pytest.mark.parametrize("transport", ["websocket", "polling", "polling,websocket"])
 async def test_official_client_subscribes_and_receives(transport: str, server: TestServer,
                                                       http: aiohttp.ClientSession, db: asyncpg.Connection) -> None:
     payload = load_fixture("v1-stacks-nakamoto-testnet-nft-mint-print-event.json")

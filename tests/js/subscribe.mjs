@@ -4,7 +4,8 @@ import { io } from "socket.io-client";
 
 const [url, transport, filterJson, expected] = process.argv.slice(2);
 const want = Number(expected);
-const socket = io(url, { transports: [transport], reconnection: false });
+// TRANSPORT: "websocket", "polling", or "polling,websocket" (polling, then upgraded: the default).
+const socket = io(url, { transports: transport.split(","), reconnection: false });
 const print = (kind, message) => console.log(JSON.stringify({ kind, message }));
 let received = 0;
 const done = () => { socket.close(); process.exit(0); };

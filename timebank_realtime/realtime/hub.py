@@ -103,6 +103,7 @@ class RealtimeHub:
         self.wire.close()
         for sid in list(self.sessions):
             await self.wire.disconnect(sid)
+        await self.wire.close_connections(grace_seconds=1.0)
 
     async def disconnect(self, sid: str) -> None:
         await self.wire.disconnect(sid)

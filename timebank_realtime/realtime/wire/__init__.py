@@ -10,6 +10,9 @@ else puts it on the socket's Engine.IO queue, where ``emit`` puts it too. Both r
 python-engineio does not publish (its sockets, their queue, upgrade and closing flags), so the wire
 checks at start-up that it is there. If a release moved it, the wire says so and sends through
 python-engineio's public ``send_packet`` instead (``public.py``; docs/architecture.md, "Fan-out").
+
+Websocket-first connections are served by ``websocket.py`` without python-engineio's tasks; ``send``
+writes to them (or to their backlog) and ``pending`` counts their backlog.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
@@ -30,6 +33,7 @@ from ...settings import Settings
 from .frames import EncodedPacket, Outgoing, PacketRun, encode_message
 from .public import Outbox, PublicSender
 from .server import build_server, is_socketio_websocket, missing_guard_internals, refuse_websocket_compression
+from .websocket import LeanConnection, LeanSocket, LeanWebsockets, missing_server_internals
 
 __all__ = ["EncodedPacket", "Link", "Outgoing", "PacketRun", "Wire", "encode_message", "missing_internals"]
 
@@ -52,8 +56,11 @@ class Link:
     eio_sid: str
     # The TCP connection of a websocket-first session, which messages may be written to directly.
     transport: asyncio.Transport | None = None
-    # Public mode only: what waits to be handed to python-engineio.
-    outbox: Outbox = field(default_factory=Outbox)
+    # A websocket-first connection served without python-engineio's tasks (``websocket.py``).
+    lean: LeanConnection | None = None
+    # Public mode only: what waits to be handed to python-engineio (none otherwise: an empty deque
+    # is a tenth of an idle connection's memory).
+    outbox: Outbox | None = None
 
 
 def missing_internals(server: socketio.AsyncServer) -> list[str]:
@@ -85,6 +92,12 @@ class Wire:
             logger.warning("python-engineio %s lacks %s: sending through its public send_packet, which is "
                            "slower and has no backpressure (docs/architecture.md, Fan-out)",
                            version("python-engineio"), ", ".join(missing))
+        # Websocket-first connections without a task each, when python-engineio has what they use.
+        lean_missing = missing_server_internals(self.server.eio)
+        self.lean = LeanWebsockets(self.server.eio, DIRECT_WRITE_LIMIT_BYTES) if not missing + lean_missing else None
+        if lean_missing:
+            logger.warning("%s missing: websockets are served by python-engineio, a task each (about 35 KB "
+                           "an idle connection instead of 5)", ", ".join(lean_missing))
         guard_missing = missing_guard_internals(self.server)
         if guard_missing:
             logger.warning("python-socketio %s lacks %s: a malformed packet gets its traceback logged instead "
@@ -92,6 +105,7 @@ class Wire:
 
     def attach(self, app: web.Application) -> None:
         self.server.attach(app, socketio_path="socket.io")
+        app.middlewares.append(self._lean_websockets)
         app.middlewares.append(refuse_websocket_compression)
         app.middlewares.append(self._note_websocket_upgrades)
 
@@ -102,24 +116,37 @@ class Wire:
         """The link of a connection being accepted (called from its connect handler)."""
         request = environ.get("aiohttp.request")
         transport = request.transport if request is not None and is_socketio_websocket(request) else None
-        link = self._links[sid] = Link(sid=sid, eio_sid=self.server.manager.eio_sid_from_sid(sid, "/") or "",
-                                       transport=transport)
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, "/") or ""
+        engine_socket = self.server.eio.sockets.get(eio_sid)
+        lean = engine_socket.connection if isinstance(engine_socket, LeanSocket) else None
+        link = self._links[sid] = Link(sid=sid, eio_sid=eio_sid, transport=transport, lean=lean,
+                                       outbox=None if self.direct else Outbox())
         return link
 
     def unlink(self, link: Link) -> None:
         self._links.pop(link.sid, None)
-        link.outbox.closed = True
-        link.outbox.messages.clear()
+        link.lean = None
+        if link.outbox is not None:
+            link.outbox.closed = True
+            link.outbox.messages.clear()
 
     async def disconnect(self, sid: str) -> None:
         link = self._links.get(sid)
-        if link is not None and not self.direct:
+        if link is not None and link.outbox is not None:
             # Engine.IO sends what is queued before it closes: let the writer queue the rest first.
             await self._public.flush(link.outbox)
         await self.server.disconnect(sid)
 
     def close(self) -> None:
         self._public.close()
+        if self.lean is not None:
+            self.lean.close()
+
+    async def close_connections(self, grace_seconds: float) -> None:
+        """Close the websocket-first connections still open (last step of shutdown; python-engineio
+        closes its own)."""
+        if self.lean is not None:
+            await self.lean.close_all(grace_seconds)
 
     @staticmethod
     def refusal(code: str, message: str) -> Exception:
@@ -133,11 +160,13 @@ class Wire:
 
     def send(self, link: Link, packet: Outgoing) -> bool:
         """Send an encoded message (or a run of them); False if the connection is gone."""
-        if not self.direct:
+        if link.outbox is not None:
             if not self._public.send(link.eio_sid, link.outbox, packet):
                 return False
             self.writes["queued"] += len(packet.packets)
             return True
+        if link.lean is not None:
+            return self._send_lean(link.lean, packet)
         engine_socket = self.server.eio.sockets.get(link.eio_sid)
         if engine_socket is None or engine_socket.closed:
             return False
@@ -157,18 +186,33 @@ class Wire:
             self.writes["queued"] += len(packet.packets)
         return True
 
+    def _send_lean(self, connection: LeanConnection, packet: Outgoing) -> bool:
+        # Written at once unless the connection is backed up; then held, in order, and counted.
+        if not connection.send(packet.websocket_frame, sum(one.weight for one in packet.packets)):
+            return False
+        self.writes["queued" if connection.queued_frames() else "direct"] += len(packet.packets)
+        return True
+
     def pending(self, link: Link) -> int:
         """Changes sent to the connection that it has not taken yet (a batch frame counts its
         changes): a reader that cannot keep up shows here, since direct writes stop once its
         connection backs up."""
-        if not self.direct:
+        if link.outbox is not None:
             return self._public.pending(link.outbox)
+        if link.lean is not None:
+            return link.lean.pending()
         engine_socket = self.server.eio.sockets.get(link.eio_sid)
         if engine_socket is None:
             return 0
         return sum(getattr(packet, "weight", 1) for packet in engine_socket.queue._queue)
 
     # --- the websocket connections ------------------------------------------------------------------
+
+    @web.middleware
+    async def _lean_websockets(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.lean is not None and self.lean.accepts(request):
+            return await self.lean.handle(request)
+        return await handler(request)
 
     @web.middleware
     async def _note_websocket_upgrades(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -37,14 +37,7 @@ class EncodedPacket(engineio.packet.Packet):  # type: ignore[misc]
         """The server-to-client websocket text frame (RFC 6455 5.2: final, unmasked, and
         uncompressed, since compression is declined)."""
         if self._frame is None:
-            size = len(self._message)
-            if size < 126:
-                header = bytes((0x81, size))
-            elif size < 1 << 16:
-                header = bytes((0x81, 126)) + size.to_bytes(2, "big")
-            else:
-                header = bytes((0x81, 127)) + size.to_bytes(8, "big")
-            self._frame = header + self._message
+            self._frame = server_frame(self._message)
         return self._frame
 
 
@@ -64,6 +57,19 @@ class PacketRun:
 
 
 Outgoing = EncodedPacket | PacketRun
+
+
+def server_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """A whole server-to-client websocket frame (RFC 6455 5.2: final, unmasked, uncompressed);
+    text unless ``opcode`` says otherwise."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x80 | opcode, size))
+    elif size < 1 << 16:
+        header = bytes((0x80 | opcode, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big")
+    return header + payload
 
 
 def encode_message(name: str, payload: Mapping[str, Any], *, weight: int = 1) -> EncodedPacket:
