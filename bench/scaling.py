@@ -41,8 +41,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def postgres_cpu_seconds(postmaster: int) -> float:
-    """The postmaster's CPU and its live children's (a backend's ends with it: the nodes keep theirs open)."""
-    total = cpu_seconds(postmaster)
+    """The postmaster's CPU, its live children's, and its reaped children's (cutime, cstime)."""
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / TICKS
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:

@@ -173,4 +173,9 @@ async def test_every_logged_change_names_a_stored_event_and_events_cannot_be_del
         await db.execute("DELETE FROM chainhook_events WHERE block_hash = $1", f"0x{1:064x}")
     with pytest.raises(asyncpg.RestrictViolationError):
         await db.execute("DELETE FROM chainhook_events WHERE false")
+    with pytest.raises(asyncpg.RestrictViolationError, match="truncated with chainhook_changes"):
+        await db.execute("TRUNCATE chainhook_events")
     assert await db.fetchval("SELECT count(*) FROM chainhook_events") == 10
+    # With the log, as the foreign key allowed:
+    await db.execute("TRUNCATE chainhook_changes, chainhook_events, chainhook_blocks")
+    assert await db.fetchval("SELECT count(*) FROM chainhook_events") == 0

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -146,6 +147,10 @@ def _import(settings: ImportSettings, args: argparse.Namespace) -> int:
     except ImportAborted as error:
         print(f"import aborted at a malformed line (nothing of it was stored): {error}", file=sys.stderr)
         return 1
+    except BrokenProcessPool:
+        print("import stopped: a process parsing lines died (out of memory?). What was stored before stays "
+              "stored; running the import again skips it.", file=sys.stderr)
+        return 1
     print(f"imported {progress.payloads} payloads: {progress.applied} new rows, "
           f"{progress.duplicates} already stored, {progress.rolled_back} rolled back, {progress.restored} restored, "
           f"{len(progress.skipped_lines)} malformed lines skipped")
@@ -260,7 +265,7 @@ def _parser() -> argparse.ArgumentParser:
     importer.add_argument("--batch-events", type=int, default=5000, help="events per transaction (default 5000)")
     importer.add_argument("--parse-workers", type=_positive, default=default_parse_workers(),
                           help="processes parsing lines while this one stores (default: the cores but one, "
-                               "at least 1)")
+                               "at least 1, at most 4)")
     importer.add_argument("--abort-on-error", action="store_true",
                           help="stop at the first malformed line instead of reporting and skipping it")
     tail = commands.add_parser("tail", help="print live events from a running service",

@@ -10,13 +10,14 @@ in /api/status) is never another chainhook's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,7 @@ def parse_chunk(chunk: _Chunk, networks: Mapping[str, str]) -> _Parsed:
 
 async def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_error: bool,
                           skipped: Callable[[str], None], networks: Mapping[str, str],
-                          parsers: Executor, ahead: int) -> AsyncIterator[Delivery]:
+                          parsers: Executor, ahead: int) -> AsyncGenerator[Delivery, None]:
     """Normalized deliveries, line by line, parsed by ``parsers`` up to ``ahead`` chunks ahead of the
     caller; a bad line is recorded and told to ``skipped`` (or aborts), and never applied."""
     loop = asyncio.get_running_loop()
@@ -153,9 +154,14 @@ def merge(batch: list[Delivery]) -> Delivery:
                     tip_height=tip_height(d.tip_height for d in batch), blocks=tuple(blocks.values()))
 
 
+# One process stores: past a few parsers, more only take memory (about 40 MB each).
+MAX_DEFAULT_PARSE_WORKERS = 4
+
+
 def default_parse_workers() -> int:
-    """One process per core but the one that stores (and shares its core with the database)."""
-    return max(1, (os.cpu_count() or 1) - 1)
+    """One process per core this one may run on (its affinity, as a container's cpuset sets it) but the
+    one that stores, at least one, at most MAX_DEFAULT_PARSE_WORKERS."""
+    return max(1, min(MAX_DEFAULT_PARSE_WORKERS, len(os.sched_getaffinity(0)) - 1))
 
 
 async def import_files(writer: DeliveryWriter, paths: list[Path], *, batch_events: int, abort_on_error: bool,
@@ -187,20 +193,23 @@ async def _import(writer: DeliveryWriter, paths: list[Path], *, batch_events: in
 
     for path in paths:
         end_of_file = progress.bytes_read + path.stat().st_size
-        async for delivery in read_deliveries(path, progress, abort_on_error=abort_on_error, skipped=skipped,
-                                              networks=networks, parsers=parsers, ahead=ahead):
-            progress.payloads += 1
-            progress.events += len(delivery.events)
-            if batch and _source(batch[-1]) != _source(delivery):
-                await flush()
-            if delivery.rollback_block_hashes:
-                await flush()
+        # Closed on any way out, so that the chunks still being parsed are cancelled.
+        async with contextlib.aclosing(read_deliveries(path, progress, abort_on_error=abort_on_error,
+                                                       skipped=skipped, networks=networks, parsers=parsers,
+                                                       ahead=ahead)) as deliveries:
+            async for delivery in deliveries:
+                progress.payloads += 1
+                progress.events += len(delivery.events)
+                if batch and _source(batch[-1]) != _source(delivery):
+                    await flush()
+                if delivery.rollback_block_hashes:
+                    await flush()
+                    batch.append(delivery)
+                    await flush()
+                    continue
                 batch.append(delivery)
-                await flush()
-                continue
-            batch.append(delivery)
-            if sum(len(d.events) for d in batch) >= batch_events:
-                await flush()
+                if sum(len(d.events) for d in batch) >= batch_events:
+                    await flush()
         await flush()
         progress.bytes_read = end_of_file
         report(progress)

@@ -187,13 +187,13 @@ async def _copy_rows(conn: asyncpg.Connection, records: Iterable[tuple[Any, ...]
     chunk = list(islice(remaining, size))
     while chunk:
         copying = asyncio.ensure_future(_copy_chunk(conn, chunk))
-        await asyncio.sleep(0)  # the COPY sends its rows before this task makes the next chunk
         size = min(size * 4, MAX_COPY_ROWS)
         try:
+            await asyncio.sleep(0)  # the COPY sends its rows before this task makes the next chunk
             chunk = list(islice(remaining, size))
         except BaseException:
-            # The rows failed (a streamed delivery turned out invalid): the connection must be idle
-            # before the transaction rolls back.
+            # The rows failed (a streamed delivery turned out invalid), or this task was cancelled:
+            # the connection must be idle before the transaction rolls back.
             await asyncio.gather(copying, return_exceptions=True)
             raise
         await copying
