@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import asyncpg
@@ -172,35 +171,8 @@ def _block_columns(delivery: DeliveryHeader) -> list[list[Any]]:
             [b.transactions for b in blocks], [b.events for b in blocks]]
 
 
-# An append's rows go in COPYs of growing size: while the database stores one, the next is made (and,
-# for a streamed delivery, parsed), so Python and PostgreSQL work at once. The first is small so that
-# the database starts early; later ones larger, as each COPY costs a round trip.
-FIRST_COPY_ROWS = 64
-MAX_COPY_ROWS = 4096
-
-
 async def _copy_rows(conn: asyncpg.Connection, records: Iterable[tuple[Any, ...]]) -> None:
-    """COPY ``records`` into chainhook_events, in order, a chunk at a time, making each chunk while
-    the one before is being stored."""
-    remaining = iter(records)
-    size = FIRST_COPY_ROWS
-    chunk = list(islice(remaining, size))
-    while chunk:
-        copying = asyncio.ensure_future(_copy_chunk(conn, chunk))
-        size = min(size * 4, MAX_COPY_ROWS)
-        try:
-            await asyncio.sleep(0)  # the COPY sends its rows before this task makes the next chunk
-            chunk = list(islice(remaining, size))
-        except BaseException:
-            # The rows failed (a streamed delivery turned out invalid), or this task was cancelled:
-            # the connection must be idle before the transaction rolls back.
-            await asyncio.gather(copying, return_exceptions=True)
-            raise
-        await copying
-
-
-async def _copy_chunk(conn: asyncpg.Connection, records: list[tuple[Any, ...]]) -> None:
-    """One COPY, abandoned as soon as the connection is lost.
+    """COPY ``records`` into chainhook_events, abandoned as soon as the connection is lost.
 
     asyncpg's COPY waits for the socket to accept more data; a connection lost while it waits never
     does, and the COPY (with the delivery) would hang for ever. The termination listener ends the wait
