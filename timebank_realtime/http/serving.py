@@ -66,6 +66,16 @@ async def serve_until_signalled(app: web.Application, settings: Settings, *, par
     With ``parent_pid`` this is a worker of ``serve --workers``: it shares the port with its siblings
     (SO_REUSEPORT), and drains as on SIGTERM once that process is gone (killed, say), leaving no orphan."""
     logger = logging.getLogger("timebank_realtime")  # the process's own lines, under the package's name
+    stop, hurry = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        (hurry if stop.is_set() else stop).set()
+
+    # Before anything starts: a signal while starting (the pool, the tailer, the freeze) drains once
+    # started, instead of ending the process half-way with the signal's default action.
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
     runner = AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HANDLER_STOP_SECONDS)
     await runner.setup()
     try:
@@ -75,14 +85,6 @@ async def serve_until_signalled(app: web.Application, settings: Settings, *, par
             raise cannot_listen(settings.host, settings.port, error) from None
         freeze_start_up_objects()
         logger.info("listening on http://%s:%d", settings.host, settings.port, extra={"pid": os.getpid()})
-        stop, hurry = asyncio.Event(), asyncio.Event()
-
-        def on_signal() -> None:
-            (hurry if stop.is_set() else stop).set()
-
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal)
         watch = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid is not None else None
         await stop.wait()
         if watch is not None:
