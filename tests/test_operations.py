@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -83,21 +82,6 @@ async def test_metrics_count_deliveries_changes_sockets_and_messages(
     assert metric(text, "timebank_push_latency_seconds_count") == 6  # the five events' changes and their block's
     assert metric(text, "timebank_tailer_lag_cursors") == 0
     assert metric(text, "timebank_webhook_delivery_seconds_count") == 3
-
-
-async def test_metrics_time_garbage_collections(server: TestServer, http: aiohttp.ClientSession) -> None:
-    before = await gc_pauses(http, server)
-    gc.collect()
-    after = await gc_pauses(http, server)
-    assert after["2"][0] >= before["2"][0] + 1  # (the scrape itself may collect, too)
-    assert after["2"][1] > before["2"][1]
-
-
-async def gc_pauses(http: aiohttp.ClientSession, server: TestServer) -> dict[str, tuple[float, float]]:
-    async with http.get(url_of(server) + "/metrics") as response:
-        text = await response.text()
-    return {g: (metric(text, "timebank_gc_pause_seconds_count", generation=g),
-                metric(text, "timebank_gc_pause_seconds_sum", generation=g)) for g in "012"}
 
 
 async def test_a_served_process_freezes_what_it_started_with(start_service: StartService, database_url: str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -18,7 +17,7 @@ from .http.ops import server_timing
 from .http.routes import setup_routes
 from .http.serving import close_connections_while_draining
 from .keys import DRAINING, DSN, HISTORY, HUB, IN_FLIGHT, LOG, METRICS, SETTINGS, TAILER, TAILER_TASK, WRITER
-from .metrics import GcPauses, Metrics
+from .metrics import Metrics
 from .realtime.hub import RealtimeHub
 from .settings import Settings
 from .store.db import create_pool
@@ -89,14 +88,6 @@ def _report_background_exit(task: asyncio.Task[None]) -> None:
                         exc_info=task.exception())
 
 
-async def _gc_pauses(app: web.Application) -> AsyncIterator[None]:
-    # The collector is the process's: each application times it while it runs.
-    pauses = GcPauses(app[METRICS])
-    gc.callbacks.append(pauses)
-    yield
-    gc.callbacks.remove(pauses)
-
-
 async def _close_sockets(app: web.Application) -> None:
     await app[HUB].close()
 
@@ -120,7 +111,6 @@ def create_app(settings: Settings) -> web.Application:
     hub = RealtimeHub(settings, metrics)
     app[HUB] = hub
     hub.attach(app)
-    app.cleanup_ctx.append(_gc_pauses)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_tailer)
     app.on_shutdown.append(_close_sockets)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -40,10 +38,6 @@ class Metrics:
                                 ["event"], registry=r)
         self.slow_consumers = Counter("timebank_slow_consumer_disconnects",
                                       "Connections sent chainhook:resync and disconnected.", registry=r)
-        self.gc_pause_seconds = Histogram("timebank_gc_pause_seconds",
-                                          "Python garbage collections, by generation: each stops the event loop.",
-                                          ["generation"], registry=r,
-                                          buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1))
         self.gc_frozen = Gauge("timebank_gc_frozen_objects", "Objects alive once started, moved out of the garbage "
                                "collector's reach (gc.freeze): never traversed by a collection.", registry=r)
         self.gc_frozen.set_function(gc.get_freeze_count)
@@ -73,17 +67,3 @@ class _SocketWrites(Collector):
         for path, count in self._read().items():
             family.add_metric([path], count)
         yield family
-
-
-class GcPauses:
-    """A ``gc.callbacks`` entry timing every collection into ``timebank_gc_pause_seconds``."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._by_generation = [metrics.gc_pause_seconds.labels(generation=str(g)) for g in range(3)]
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self._by_generation[info["generation"]].observe(time.perf_counter() - self._started)
