@@ -4,8 +4,8 @@ assets, decoded Clarity values, the tip height. Pure."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,17 +53,24 @@ def contract_of_asset(asset_identifier: str) -> str:
     return asset_identifier.split("::", 1)[0]
 
 
-def principals_in(value: Any) -> Iterator[str]:
-    """Every checksum-valid principal string found anywhere inside a decoded value."""
+def principals_in(value: Any) -> list[str]:
+    """Every checksum-valid principal string found anywhere inside a decoded value, in order."""
+    found: list[str] = []
+    _collect_principals(value, found)
+    return found
+
+
+def _collect_principals(value: Any, found: list[str]) -> None:
+    # Plain calls, not nested generators: this runs over every event's value.
     if isinstance(value, str):
         if value.startswith("S") and is_principal(value):
-            yield value
+            found.append(value)
     elif isinstance(value, dict):
         for item in value.values():
-            yield from principals_in(item)
+            _collect_principals(item, found)
     elif isinstance(value, list):
         for item in value:
-            yield from principals_in(item)
+            _collect_principals(item, found)
 
 
 def addresses(*groups: Iterable[str | None]) -> tuple[str, ...]:
@@ -98,19 +105,13 @@ class TxContext:
     sender: str
     success: bool
     contract_id: str
+    block_time: datetime = field(init=False)  # the block's, converted once for all its rows
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_time", _timestamp(self.block.timestamp))
 
     def row(self, event_index: int, contract_id: str, event_type: str, data: dict[str, Any],
             addresses: tuple[str, ...]) -> EventRow:
-        return EventRow(
-            tx_hash=self.tx_hash,
-            block_height=self.block.block_identifier.index,
-            block_hash=self.block.block_identifier.hash,
-            tx_index=self.tx_index,
-            event_index=event_index,
-            contract_id=contract_id,
-            event_type=event_type,
-            event_data=data,
-            affected_addresses=addresses,
-            success=self.success,
-            timestamp=_timestamp(self.block.timestamp),
-        )
+        identifier = self.block.block_identifier
+        return EventRow(self.tx_hash, identifier.index, identifier.hash, self.tx_index, event_index, contract_id,
+                        event_type, data, addresses, self.success, self.block_time)

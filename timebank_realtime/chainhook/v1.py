@@ -250,9 +250,5 @@ def _event_contract(event_type: str, data: dict[str, Any], context: TxContext) -
 
 
 def _event_addresses(data: dict[str, Any], sender: str) -> tuple[str, ...]:
-    named = (data.get(key) for key in ("sender", "recipient", "locked_address"))
-    return addresses(
-        (a for a in named if isinstance(a, str)),
-        principals_in(data.get("value")),
-        [sender],
-    )
+    named = [data.get("sender"), data.get("recipient"), data.get("locked_address")]
+    return addresses([a for a in named if isinstance(a, str)], principals_in(data.get("value")), [sender])
