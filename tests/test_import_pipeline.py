@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from timebank_realtime import importer
+from timebank_realtime.chainhook.normalize import parse_delivery
 from timebank_realtime.importer import ImportAborted, ImportProgress, import_files
 from timebank_realtime.store.db import create_pool
 from timebank_realtime.store.deliveries import DeliveryWriter
@@ -74,3 +75,42 @@ async def test_an_abort_stores_nothing_of_the_bad_line_s_batch_or_after_it(
     # Blocks 1 and 2 filled a batch and were stored; block 3 waited in the next one, with the bad line.
     assert await db.fetchval("SELECT array_agg(DISTINCT block_height ORDER BY block_height) FROM chainhook_events") \
         == [300_001, 300_002]
+
+
+ROW_COLUMNS = ("block_hash, tx_hash, event_index, block_height, tx_index, contract_id, event_type, "
+               "event_data::text, affected_addresses, success, \"timestamp\", last_cursor, source_format, network")
+
+
+def awkward_block(number: int) -> str:
+    """A block whose print event carries what the careful JSON paths exist for: NUL, a lone surrogate,
+    an integer beyond 64 bits, text beyond ASCII."""
+    payload: dict[str, Any] = json.loads(block(number))
+    data = payload["apply"][0]["transactions"][0]["metadata"]["receipt"]["events"][0]["data"]
+    data.update(memo="nul\u0000 \ud800 é", big=2**70, nested={"k\u0000": [2**64, "ü"]})
+    return json.dumps(payload)
+
+
+async def test_rows_parsed_in_workers_are_stored_as_the_webhook_path_stores_them(
+        tmp_path: Path, database_url: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The workers send rows with their data already serialized (and made safe for PostgreSQL).
+    monkeypatch.setattr(importer, "CHUNK_BYTES", 1)
+    lines = [block(1), awkward_block(2), block(3), awkward_block(4)]
+    path = tmp_path / "blocks.ndjson"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+
+    await run(database_url, path, batch_events=3)
+    imported = [tuple(r) for r in await db.fetch(f"SELECT {ROW_COLUMNS} FROM chainhook_events ORDER BY last_cursor")]
+    await db.execute("TRUNCATE chainhook_changes, chainhook_events, chainhook_blocks, chainhook_deliveries;"
+                     "UPDATE chainhook_cursor SET last_cursor = 0")
+    pool = await create_pool(database_url, min_size=1, max_size=1, connect_timeout=5, retry_seconds=5)
+    try:
+        writer = DeliveryWriter(pool)
+        for line in lines:
+            await writer.apply_delivery(parse_delivery(line.encode()))
+    finally:
+        await pool.close()
+    delivered = [tuple(r) for r in await db.fetch(f"SELECT {ROW_COLUMNS} FROM chainhook_events ORDER BY last_cursor")]
+
+    assert len(imported) == 20 and imported == delivered
+    memos = [json.loads(r[7]).get("memo") for r in imported]
+    assert memos.count("nul\ufffd ? é") == 2  # NUL and the lone surrogate replaced, as every path does

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .chainhook.networks import NO_OVERRIDES
@@ -28,6 +28,7 @@ from .chainhook.rows import tip_height
 from .errors import PayloadError
 from .events import BlockSummary, Delivery
 from .store.deliveries import DeliveryWriter
+from .store.values import with_serialized_data
 
 
 class ImportAborted(RuntimeError):
@@ -96,7 +97,7 @@ def parse_chunk(chunk: _Chunk, networks: Mapping[str, str]) -> _Parsed:
         if not line.strip():
             continue
         try:
-            deliveries.append(parse_delivery(line, networks))
+            deliveries.append(_serialized(parse_delivery(line, networks)))
         except (UnicodeDecodeError, json.JSONDecodeError, PayloadError) as error:
             malformed.append((len(deliveries), f"{chunk.path}:{number}: {error}"))
     return _Parsed(deliveries, malformed, chunk.bytes_read)
@@ -132,6 +133,11 @@ async def read_deliveries(path: Path, progress: ImportProgress, *, abort_on_erro
     finally:
         for future in pending:
             future.cancel()
+
+
+def _serialized(delivery: Delivery) -> Delivery:
+    """The delivery with its rows' data serialized: what the storing process would do, done here."""
+    return replace(delivery, events=tuple(with_serialized_data(row) for row in delivery.events))
 
 
 def _source(delivery: Delivery) -> tuple[str, str, str]:

@@ -13,6 +13,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from .. import jsoncodec
 from ..errors import DatabaseUnavailable
+from ..events import RawJson
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +68,6 @@ class Database:
     async def fetch(self, query: str, *arguments: Any) -> list[dict[str, Any]]:
         async with self.connection() as conn:
             return [dict(r) for r in await conn.fetch(query, *arguments)]
-
-
-class RawJson(str):
-    """JSON text already serialized (and made safe for PostgreSQL): passed to jsonb as it is."""
 
 
 _JSONB_VERSION = b"\x01"  # jsonb's binary wire format: a version byte, then the JSON text
