@@ -25,6 +25,7 @@ from pathlib import Path
 from .chainhook.networks import NO_OVERRIDES
 from .chainhook.normalize import parse_delivery
 from .chainhook.rows import tip_height
+from .collector import collector_paused
 from .errors import PayloadError
 from .events import BlockSummary, Delivery
 from .store.deliveries import DeliveryWriter
@@ -91,6 +92,13 @@ def _chunks(path: Path, chunk_bytes: int) -> Iterator[_Chunk]:
 
 def parse_chunk(chunk: _Chunk, networks: Mapping[str, str]) -> _Parsed:
     """The deliveries of a chunk's lines, and what was wrong with the malformed ones (in a worker process)."""
+    # A chunk's deliveries are kept until the chunk is returned: left on, the collector would traverse
+    # them again and again.
+    with collector_paused():
+        return _parse_lines(chunk, networks)
+
+
+def _parse_lines(chunk: _Chunk, networks: Mapping[str, str]) -> _Parsed:
     deliveries: list[Delivery] = []
     malformed: list[tuple[int, str]] = []
     for number, line in enumerate(chunk.lines, start=chunk.first_line):

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from ..chainhook.normalize import parse_delivery
 from ..chainhook.streaming import NeedsWholeParse, stream_rows
+from ..collector import collector_paused
 from ..errors import DatabaseUnavailable
 from ..events import DeliveryHeader
 from ..keys import DRAINING, METRICS, SETTINGS, WRITER
@@ -147,7 +148,8 @@ async def _store(writer: DeliveryWriter, body: bytearray,
         result = await _store_streamed(writer, body, streamed, settings.chainhook_networks)
         if result is not None:
             return streamed, result, True
-    delivery = parse_delivery(body, settings.chainhook_networks)
+    with collector_paused():
+        delivery = parse_delivery(body, settings.chainhook_networks)
     return delivery, await writer.apply_delivery(delivery), False
 
 
