@@ -8,7 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.processes import SERVE, environment, free_port
 from tests.processes import ServerProcess as Server
 from timebank_realtime.app import create_app
+from timebank_realtime.events import EVENT_COLUMNS, EventRow
 from timebank_realtime.settings import Settings
 from timebank_realtime.store.embedded import start_embedded_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
+# What the reference COPY writes: an event row's columns, its cursor and its format.
+RAW_COLUMNS = [*EVENT_COLUMNS, "last_cursor", "source_format"]
 
 
 def command_line(doc: str | None) -> argparse.ArgumentParser:
@@ -74,6 +78,28 @@ async def fresh_database(server: str, name: str) -> str:
     finally:
         await conn.close()
     return urlunsplit(urlsplit(server)._replace(path="/" + name))
+
+
+def raw_record(row: EventRow, cursor: int) -> tuple[Any, ...]:
+    """A row as the reference COPY takes it: its data serialized before any clock starts."""
+    return (row.tx_hash, row.block_height, row.block_hash, row.tx_index, row.event_index, row.contract_id,
+            row.event_type, json.dumps(row.event_data), list(row.affected_addresses), row.success, row.timestamp,
+            cursor, "v1")
+
+
+async def raw_copy_seconds(dsn: str, batches: Sequence[Sequence[tuple[Any, ...]]]) -> float:
+    """The reference: seconds to COPY each batch, committed one by one, into a table with the columns and
+    indexes of chainhook_events (``LIKE … INCLUDING ALL``) in the migrated database ``dsn``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE raw_events (LIKE chainhook_events INCLUDING ALL)")
+        started = time.perf_counter()
+        for batch in batches:
+            async with conn.transaction():
+                await conn.copy_records_to_table("raw_events", records=batch, columns=RAW_COLUMNS)
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:

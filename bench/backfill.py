@@ -27,14 +27,12 @@ from typing import Any
 
 import asyncpg
 import synthetic
-from _harness import ROOT, command_line, fresh_database, server_dsn, write_results
+from _harness import ROOT, command_line, fresh_database, raw_copy_seconds, raw_record, server_dsn, write_results
 
 from timebank_realtime.chainhook.models import parse_payload
 from timebank_realtime.chainhook.normalize import normalize
 
 RESULTS = ROOT / "bench" / "results" / "backfill.json"
-COLUMNS = ["tx_hash", "block_height", "block_hash", "tx_index", "event_index", "contract_id", "event_type",
-           "event_data", "affected_addresses", "success", "timestamp", "last_cursor", "source_format"]
 EVENTS_PER_PAYLOAD = 1000
 
 
@@ -59,9 +57,7 @@ def raw_batches(path: Path, batch_events: int) -> list[list[tuple[Any, ...]]]:
         for line in lines:
             for r in normalize(parse_payload(json.loads(line))).events:
                 cursor += 1
-                batches[-1].append((r.tx_hash, r.block_height, r.block_hash, r.tx_index, r.event_index,
-                                    r.contract_id, r.event_type, json.dumps(r.event_data), list(r.affected_addresses),
-                                    r.success, r.timestamp, cursor, "v1"))
+                batches[-1].append(raw_record(r, cursor))
                 if len(batches[-1]) >= batch_events:
                     batches.append([])
     return [b for b in batches if b]
@@ -72,19 +68,10 @@ def migrate(dsn: str) -> None:
                    env={**os.environ, "DATABASE_URL": dsn}, stdout=subprocess.DEVNULL)
 
 
-async def raw_copy_seconds(server: str, batches: list[list[tuple[Any, ...]]]) -> float:
+async def raw_seconds(server: str, batches: list[list[tuple[Any, ...]]]) -> float:
     dsn = await fresh_database(server, "backfill_raw")
     migrate(dsn)  # the same table definition and indexes to copy
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE TABLE raw_events (LIKE chainhook_events INCLUDING ALL)")
-        started = time.perf_counter()
-        for batch in batches:
-            async with conn.transaction():
-                await conn.copy_records_to_table("raw_events", records=batch, columns=COLUMNS)
-        return time.perf_counter() - started
-    finally:
-        await conn.close()
+    return await raw_copy_seconds(dsn, batches)
 
 
 async def import_seconds(server: str, path: Path, batch_events: int) -> tuple[float, int]:
@@ -113,7 +100,7 @@ async def run(events: int, fmt: str, batch_events: int, data_dir: Path) -> dict[
         write_file(path, events, fmt)
         batches = raw_batches(path, batch_events)
         rows = sum(len(b) for b in batches)
-        raw = await raw_copy_seconds(server, batches)
+        raw = await raw_seconds(server, batches)
         ours, stored = await import_seconds(server, path, batch_events)
         assert stored == rows, f"imported {stored} rows, expected {rows}"
         size = path.stat().st_size

@@ -25,16 +25,23 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import synthetic
-from _harness import ROOT, command_line, fresh_database, ours, rss_kb, server_dsn, write_results
+from _harness import (
+    ROOT,
+    command_line,
+    fresh_database,
+    ours,
+    raw_copy_seconds,
+    raw_record,
+    rss_kb,
+    server_dsn,
+    write_results,
+)
 
 from timebank_realtime.chainhook.models import parse_payload
 from timebank_realtime.chainhook.normalize import normalize
 
 RESULTS = ROOT / "bench" / "results" / "ingest.json"
-COLUMNS = ["tx_hash", "block_height", "block_hash", "tx_index", "event_index", "contract_id", "event_type",
-           "event_data", "affected_addresses", "success", "timestamp", "last_cursor", "source_format"]
 WEBHOOK = "/api/webhooks/chainhook"
 
 
@@ -69,26 +76,12 @@ async def ours_rate(server: str, name: str, bodies: list[bytes], changes: int, i
 
 
 async def raw_copy_rate(server: str, name: str, documents: list[dict[str, Any]]) -> float:
-    batches = []
-    for document in documents:
-        rows = normalize(parse_payload(document)).events
-        batches.append([(r.tx_hash, r.block_height, r.block_hash, r.tx_index, r.event_index, r.contract_id,
-                         r.event_type, json.dumps(r.event_data), list(r.affected_addresses), r.success, r.timestamp,
-                         n, "v1") for n, r in enumerate(rows, start=1)])
+    batches = [[raw_record(r, n) for n, r in enumerate(normalize(parse_payload(d)).events, start=1)]
+               for d in documents]
     dsn = await fresh_database(server, name)
     async with ours(dsn):  # migrated: the same table definition and indexes to copy
         pass
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE TABLE raw_events (LIKE chainhook_events INCLUDING ALL)")
-        started = time.perf_counter()
-        for batch in batches:
-            async with conn.transaction():
-                await conn.copy_records_to_table("raw_events", records=batch, columns=COLUMNS)
-        seconds = time.perf_counter() - started
-    finally:
-        await conn.close()
-    return sum(len(b) for b in batches) / seconds
+    return sum(len(b) for b in batches) / await raw_copy_seconds(dsn, batches)
 
 
 async def throughput(server: str, count: int, sizes: list[int]) -> dict[str, Any]:
