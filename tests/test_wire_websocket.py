@@ -8,6 +8,8 @@ import base64
 import json
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import socketio
@@ -53,6 +55,20 @@ class RawSocket:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 101")
         return cls(reader, writer)
+
+    @classmethod
+    @asynccontextmanager
+    async def session(cls, server: TestServer, *, join: bool = True) -> AsyncIterator[RawSocket]:
+        """Open, with Engine.IO's handshake read and (``join``) Socket.IO's namespace joined; closed after."""
+        raw = await cls.open(server)
+        try:
+            assert (await raw.text()).startswith("0")
+            if join:
+                raw.writer.write(masked_frame(b"40"))
+                assert (await raw.text()).startswith("40")
+            yield raw
+        finally:
+            raw.close()
 
     async def frame(self) -> tuple[int, bytes]:
         """The next frame from the server: (opcode, payload); (-1, b"") at end of stream."""
@@ -106,32 +122,26 @@ async def test_idle_connections_are_pinged_and_kept(serve: Serve) -> None:
     clients = [socketio.AsyncClient(reconnection=False) for _ in range(5)]
     for client in clients:
         await client.connect(url_of(server), transports=["websocket"], wait_timeout=5)
-    raw = await RawSocket.open(server)
     try:
-        assert (await raw.text()).startswith("0")
-        pings = 0
-        started = time.monotonic()
-        while time.monotonic() - started < 6 * PING_INTERVAL:
-            _, payload = await raw.frame()
-            if payload == b"2":
-                pings += 1
-                raw.writer.write(masked_frame(b"3"))
-        assert pings >= 4
-        assert all(client.connected for client in clients)
-        assert len(server.app[HUB].wire.server.eio.sockets) == 6
+        async with RawSocket.session(server, join=False) as raw:
+            pings = 0
+            started = time.monotonic()
+            while time.monotonic() - started < 6 * PING_INTERVAL:
+                _, payload = await raw.frame()
+                if payload == b"2":
+                    pings += 1
+                    raw.writer.write(masked_frame(b"3"))
+            assert pings >= 4
+            assert all(client.connected for client in clients)
+            assert len(server.app[HUB].wire.server.eio.sockets) == 6
     finally:
-        raw.close()
         for client in clients:
             await client.disconnect()
 
 
 async def test_a_peer_that_stops_answering_pings_is_dropped_within_the_timeout(serve: Serve) -> None:
     server = await serve(socket_ping_interval_seconds=PING_INTERVAL, socket_ping_timeout_seconds=PING_TIMEOUT)
-    raw = await RawSocket.open(server)
-    try:
-        assert (await raw.text()).startswith("0")
-        raw.writer.write(masked_frame(b"40"))
-        assert (await raw.text()).startswith("40")
+    async with RawSocket.session(server) as raw:
         started = time.monotonic()
         while (await raw.frame())[0] not in (-1, 0x8):
             pass  # answers nothing
@@ -142,14 +152,10 @@ async def test_a_peer_that_stops_answering_pings_is_dropped_within_the_timeout(s
                 break
             await asyncio.sleep(0.05)
         assert not server.app[HUB].sessions and not server.app[HUB].wire.server.eio.sockets
-    finally:
-        raw.close()
 
 
 async def test_frames_split_across_reads_are_put_back_together(server: TestServer) -> None:
-    raw = await RawSocket.open(server)
-    try:
-        assert (await raw.text()).startswith("0")
+    async with RawSocket.session(server, join=False) as raw:
         connect, subscribe = masked_frame(b"40"), masked_frame(b'420["subscribe",{}]')
         # A fragmented message too: "42" + "1[...]" as a text frame and a continuation frame.
         second = masked_frame(b"42", fin=False) + masked_frame(b'1["subscribe",{}]', 0x0)
@@ -161,8 +167,6 @@ async def test_frames_split_across_reads_are_put_back_together(server: TestServe
         acks = [await raw.text(skip=("2", "42")), await raw.text(skip=("2", "42"))]
         assert sorted(a[:6] for a in acks) == ["430[{\"", "431[{\""]
         assert all(json.loads(a[3:])[0]["ok"] for a in acks)
-    finally:
-        raw.close()
 
 
 @pytest.mark.parametrize(("frame", "code"), [
@@ -174,19 +178,13 @@ async def test_frames_split_across_reads_are_put_back_together(server: TestServe
     (masked_frame(b"x", 0x0), 1002),  # a continuation of nothing
 ], ids=["announced-huge", "too-big", "unmasked", "bad-opcode", "bad-utf8", "stray-continuation"])
 async def test_a_bad_frame_gets_a_close_and_the_server_goes_on(frame: bytes, code: int, server: TestServer) -> None:
-    raw = await RawSocket.open(server)
-    try:
-        assert (await raw.text()).startswith("0")
-        raw.writer.write(masked_frame(b"40"))
-        assert (await raw.text()).startswith("40")
+    async with RawSocket.session(server) as raw:
         raw.writer.write(frame)
         try:
             assert await raw.close_code() == code
             assert (await raw.frame())[0] == -1
         except ConnectionResetError:
             assert code == 1009  # closed with the client's bytes unread: the kernel resets it
-    finally:
-        raw.close()
     client = socketio.AsyncClient(reconnection=False)
     await client.connect(url_of(server), transports=["websocket"], wait_timeout=5)
     assert (await client.call("subscribe", {}, timeout=5))["ok"]
@@ -194,23 +192,15 @@ async def test_a_bad_frame_gets_a_close_and_the_server_goes_on(frame: bytes, cod
 
 
 async def test_websocket_ping_and_close_frames_are_answered(server: TestServer) -> None:
-    raw = await RawSocket.open(server)
-    try:
-        assert (await raw.text()).startswith("0")
+    async with RawSocket.session(server, join=False) as raw:
         raw.writer.write(masked_frame(b"hello", 0x9))
         assert await raw.frame() == (0xA, b"hello")
         raw.writer.write(masked_frame((1000).to_bytes(2, "big"), 0x8))
         assert await raw.close_code() == 1000
-    finally:
-        raw.close()
 
 
 async def test_a_server_disconnect_sends_what_was_queued_then_closes(server: TestServer) -> None:
-    raw = await RawSocket.open(server)
-    try:
-        assert (await raw.text()).startswith("0")
-        raw.writer.write(masked_frame(b"40"))
-        assert (await raw.text()).startswith("40")
+    async with RawSocket.session(server) as raw:
         hub = server.app[HUB]
         (sid,) = hub.sessions
         await hub.disconnect(sid)
@@ -222,16 +212,10 @@ async def test_a_server_disconnect_sends_what_was_queued_then_closes(server: Tes
         assert await raw.text() == "1"
         assert await raw.close_code() == 1000
         assert not eio.sockets
-    finally:
-        raw.close()
 
 
 async def test_a_reader_that_stops_reading_has_its_messages_held_and_counted_in_order(server: TestServer) -> None:
-    raw = await RawSocket.open(server)
-    try:
-        assert (await raw.text()).startswith("0")
-        raw.writer.write(masked_frame(b"40"))
-        assert (await raw.text()).startswith("40")
+    async with RawSocket.session(server) as raw:
         hub = server.app[HUB]
         (session,) = hub.sessions.values()
         body = "x" * 4000
@@ -252,8 +236,6 @@ async def test_a_reader_that_stops_reading_has_its_messages_held_and_counted_in_
                 received.append(json.loads(text[2:])[1]["n"])
         assert received == list(range(sent + 1))
         assert hub.wire.pending(session.link) == 0
-    finally:
-        raw.close()
 
 
 async def test_without_what_the_hand_over_needs_websockets_stay_on_python_engineio(
