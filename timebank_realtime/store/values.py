@@ -31,17 +31,17 @@ def _pg_safe_value(value: Any) -> Any:
     return value
 
 
-def _jsonb_text(value: Any) -> str:
-    if type(value) is RawJson:
+def _jsonb_text(value: Any) -> RawJson:
+    if type(value) is RawJson:  # serialized before (with_serialized_data)
         return value
     try:
         # orjson only writes valid UTF-8, so NUL is the one thing PostgreSQL could still refuse.
         text = orjson.dumps(value).decode()
         if "\\u0000" not in text:
-            return text
+            return RawJson(text)
     except TypeError:  # integers beyond 64 bits, lone surrogates, ...: the careful path
         pass
-    return json.dumps(_pg_safe_value(value), ensure_ascii=False, separators=(",", ":"))
+    return RawJson(json.dumps(_pg_safe_value(value), ensure_ascii=False, separators=(",", ":")))
 
 
 def with_serialized_data(row: EventRow) -> EventRow:
@@ -49,7 +49,7 @@ def with_serialized_data(row: EventRow) -> EventRow:
     another process several times cheaper than the dicts and is not serialized again when stored."""
     # Not dataclasses.replace, which costs more than the serializing.
     return EventRow(row.tx_hash, row.block_height, row.block_hash, row.tx_index, row.event_index, row.contract_id,
-                    row.event_type, RawJson(_jsonb_text(row.event_data)), row.affected_addresses, row.success,
+                    row.event_type, _jsonb_text(row.event_data), row.affected_addresses, row.success,
                     row.timestamp)
 
 
@@ -79,7 +79,7 @@ def copy_records(rows: Iterable[EventRow], head: int, delivery: DeliveryHeader) 
     source (Chainhook uuid, network) are read per row: a streamed delivery settles them before its
     first row (see chainhook/streaming.py)."""
     return ((pg_safe(r.tx_hash), r.block_height, pg_safe(r.block_hash), r.tx_index, r.event_index,
-             pg_safe(r.contract_id), r.event_type, RawJson(_jsonb_text(r.event_data)),
+             pg_safe(r.contract_id), r.event_type, _jsonb_text(r.event_data),
              [pg_safe(a) for a in r.affected_addresses], r.success, r.timestamp, head + n, delivery.format or "",
              pg_safe(delivery.network), pg_safe(delivery.chainhook_uuid))
             for n, r in enumerate(rows, start=1))
